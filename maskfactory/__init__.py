@@ -1,0 +1,1 @@
+"""maskfactory: batch labelling for segmentation datasets."""

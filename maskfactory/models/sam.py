@@ -1,0 +1,173 @@
+"""SAM: architecture configs, a builder from segment_anything's own classes, a URI loader, and resizing.
+
+``segment_anything.build_sam`` hard-codes 1024 px inputs and 256-channel prompts, and loads weights
+with ``torch.load(f)`` (no ``map_location``, so GPU-saved files fail on a CPU). We build the same
+modules from a :class:`SamConfig` instead: the official ``vit_h``/``vit_l``/``vit_b`` configs produce
+state dicts with the official key names (official ``.pth`` files load with ``strict=True``), and
+``tiny-sam`` is the same architecture at small width and 256 px.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+from maskfactory.infra.checkpoints import load_checkpoint
+from maskfactory.infra.settings import Settings
+
+
+@dataclass(frozen=True)
+class SamConfig:
+    """Every width and size that defines a SAM model."""
+
+    image_size: int = 1024  # encoder input, px (square, after resize + pad)
+    patch_size: int = 16  # px per ViT patch: the embedding grid is image_size / patch_size
+    encoder_embed_dim: int = 768
+    encoder_depth: int = 12
+    encoder_num_heads: int = 12
+    encoder_global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
+    encoder_window_size: int = 14  # windowed attention in the other blocks
+    prompt_embed_dim: int = 256  # channels of the image embedding and of every prompt token
+    mask_in_chans: int = 16
+    decoder_depth: int = 2
+    decoder_mlp_dim: int = 2048
+    decoder_num_heads: int = 8
+    iou_head_hidden_dim: int = 256
+    num_multimask_outputs: int = 3
+
+    @property
+    def embedding_size(self) -> int:
+        """Side of the image-embedding grid (64 for official SAM, 16 for tiny-sam)."""
+        return self.image_size // self.patch_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SamConfig:
+        d = dict(d)
+        d["encoder_global_attn_indexes"] = tuple(d["encoder_global_attn_indexes"])
+        return cls(**d)
+
+
+# The official sizes (segment_anything/build_sam.py).
+VIT_H = SamConfig(
+    encoder_embed_dim=1280,
+    encoder_depth=32,
+    encoder_num_heads=16,
+    encoder_global_attn_indexes=(7, 15, 23, 31),
+)
+VIT_L = SamConfig(
+    encoder_embed_dim=1024,
+    encoder_depth=24,
+    encoder_num_heads=16,
+    encoder_global_attn_indexes=(5, 11, 17, 23),
+)
+VIT_B = SamConfig()
+# tiny-sam: our choice, sized so it trains on the synthetic world on a 2-core CPU and ships in a few MB.
+# 256 px with 16 px patches gives a 16x16 embedding grid (low-res masks 64x64). Window 8 tiles that grid
+# in 2x2 windows; two of the four blocks attend globally, as in the official models' ratio.
+TINY_SAM = SamConfig(
+    image_size=256,
+    encoder_embed_dim=128,
+    encoder_depth=4,
+    encoder_num_heads=4,
+    encoder_global_attn_indexes=(1, 3),
+    encoder_window_size=8,
+    prompt_embed_dim=128,
+    decoder_mlp_dim=512,
+    decoder_num_heads=4,
+    iou_head_hidden_dim=128,
+)
+
+
+def build_sam(config: SamConfig) -> Sam:
+    """A randomly initialised SAM of this config, in eval mode."""
+    grid = config.embedding_size
+    sam = Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=config.image_size,
+            patch_size=config.patch_size,
+            embed_dim=config.encoder_embed_dim,
+            depth=config.encoder_depth,
+            num_heads=config.encoder_num_heads,
+            mlp_ratio=4,
+            qkv_bias=True,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            global_attn_indexes=config.encoder_global_attn_indexes,
+            window_size=config.encoder_window_size,
+            out_chans=config.prompt_embed_dim,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=config.prompt_embed_dim,
+            image_embedding_size=(grid, grid),
+            input_image_size=(config.image_size, config.image_size),
+            mask_in_chans=config.mask_in_chans,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=config.num_multimask_outputs,
+            transformer=TwoWayTransformer(
+                depth=config.decoder_depth,
+                embedding_dim=config.prompt_embed_dim,
+                mlp_dim=config.decoder_mlp_dim,
+                num_heads=config.decoder_num_heads,
+            ),
+            transformer_dim=config.prompt_embed_dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=config.iou_head_hidden_dim,
+        ),
+        # ImageNet mean/std in 0..255 units, as in the official models.
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
+    return sam.eval()
+
+
+def load_sam(
+    checkpoint_uri: str,
+    config: SamConfig | None = None,
+    settings: Settings | None = None,
+    device: str = "cpu",
+) -> tuple[Sam, str]:
+    """Build SAM and load weights from any URI: an official ``.pth`` or a maskfactory checkpoint.
+
+    An official file is a bare state dict, so ``config`` must say which architecture it is; a
+    maskfactory checkpoint carries its config in its header (``config``, if given, must match it).
+    Returns the model on ``device`` in eval mode and the checkpoint's version hash.
+    """
+    ckpt = load_checkpoint(checkpoint_uri, settings, map_location="cpu")
+    if ckpt.kind == "sam":
+        stored = SamConfig.from_dict(ckpt.config)
+        if config is not None and config != stored:
+            raise ValueError(f"{checkpoint_uri} holds a different SAM architecture than asked for")
+        config = stored
+    elif ckpt.kind != "state_dict":
+        raise ValueError(f"{checkpoint_uri} is a {ckpt.kind!r} checkpoint, not SAM weights")
+    elif config is None:
+        raise ValueError(f"{checkpoint_uri} is an official (headerless) file: say which SamConfig it is")
+    sam = build_sam(config)
+    sam.load_state_dict(ckpt.state_dict, strict=True)
+    return sam.to(device), ckpt.version
+
+
+def preprocess_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
+    """(h, w) after scaling so the longer side is ``long_side`` px, rounded as SAM rounds."""
+    scale = long_side / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def resize_longest_side(images: torch.Tensor, long_side: int) -> torch.Tensor:
+    """Resize (B, C, H, W) float images so the longer side is ``long_side``; aspect ratio kept.
+
+    segment-anything 1.0's ``ResizeLongestSide.apply_image_torch`` computes the size from
+    ``shape[0], shape[1]`` (batch and channels) instead of H and W; this takes them from the last two.
+    """
+    h, w = images.shape[-2:]
+    size = preprocess_shape(h, w, long_side)
+    return F.interpolate(images, size, mode="bilinear", align_corners=False, antialias=True)

@@ -1,0 +1,1 @@
+"""Review queues: the queue store, the HTTP review service and its web page."""

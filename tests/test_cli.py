@@ -1,0 +1,66 @@
+"""The ``maskfactory`` console script, run as a user runs it (a subprocess of the installed entry point)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from maskfactory.infra import tables
+
+MASKFACTORY = str(Path(sys.executable).with_name("maskfactory"))
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [MASKFACTORY, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
+
+
+def test_help_lists_the_commands() -> None:
+    out = run("--help")
+    assert out.returncode == 0, out.stderr
+    assert "table" in out.stdout and "models" in out.stdout
+    assert "show" in run("table", "--help").stdout
+
+
+def test_table_show_on_a_delta_table(storage_root: str) -> None:
+    ref = tables.TableRef(storage_root, "runs")
+    rows = pa.table({"run_id": [f"run-{i}" for i in range(7)], "items": list(range(7))})
+    tables.write_batch(ref, rows, run_id="cli", batch_id=0)
+    out = run("table", "show", ref.uri, "--rows", "3")
+    assert out.returncode == 0, out.stderr
+    assert "delta, version 1" in out.stdout  # version 0 created the empty table
+    assert "rows: 7" in out.stdout
+    assert "items_per_s" in out.stdout and "double" in out.stdout  # the schema
+    assert "run-2" in out.stdout and "run-3" not in out.stdout  # exactly the first three rows
+
+
+def test_table_show_on_parquet_and_binary_cells(tmp_path: Path) -> None:
+    path = tmp_path / "export.parquet"
+    pq.write_table(pa.table({"item_id": ["a", "b"], "mask_rle_counts": [b"x" * 900, b"yy"]}), path)
+    out = run("table", "show", str(path))
+    assert out.returncode == 0, out.stderr
+    assert "(parquet)" in out.stdout and "rows: 2" in out.stdout
+    assert "<900 bytes>" in out.stdout  # not 900 bytes of escapes
+
+
+def test_table_show_on_a_missing_table_fails_clearly(tmp_path: Path) -> None:
+    out = run("table", "show", str(tmp_path / "nothing"))
+    assert out.returncode == 2
+    assert "no such table" in out.stdout
+
+
+def test_models_list() -> None:
+    out = run("models", "list")
+    assert out.returncode == 0, out.stderr
+    for name in ("vit_h", "vit_l", "vit_b", "tiny-sam", "tiny-clip"):
+        assert name in out.stdout
