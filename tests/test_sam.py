@@ -189,5 +189,5 @@ def test_registry_resolves_names_and_refuses_to_guess(tmp_path: Path, tiny_sam: 
         settings=Settings(sam_model="tiny-sam", sam_checkpoint=uri, device="cpu")
     )
     assert got == version and model.image_encoder.img_size == 256
-    with pytest.raises(ValueError, match="not SAM"):
+    with pytest.raises(ValueError, match="not a sam model"):
         registry.load_sam_model("tiny-clip", checkpoint=uri)

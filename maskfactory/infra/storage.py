@@ -7,6 +7,7 @@ They name the same S3 options differently, so both spellings are built here from
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import IO, Any
 from urllib.parse import urlparse
 
@@ -103,7 +104,7 @@ def open_uri(uri: str, mode: str = "rb", settings: Settings | None = None) -> IO
     """Open a URI for reading or writing; parent folders are created for local writes."""
     fs, path = filesystem(uri, settings)
     if "w" in mode and isinstance(fs, LocalFileSystem):
-        fs.makedirs(fs._parent(path), exist_ok=True)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
     return fs.open(path, mode)
 
 
@@ -116,14 +117,20 @@ def write_bytes(uri: str, data: bytes, settings: Settings | None = None) -> None
     """Write a whole object. On S3 a PUT is atomic; locally we write a temp file and rename it,
     so a reader never sees half a file."""
     fs, path = filesystem(uri, settings)
-    if isinstance(fs, LocalFileSystem):
-        fs.makedirs(fs._parent(path), exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
+    if not isinstance(fs, LocalFileSystem):
+        fs.pipe_file(path, data)
+        return
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")  # same folder: the rename stays atomic
+    os.fchmod(fd, 0o644)  # mkstemp makes 0600 files; tables and checkpoints are read by other users
+    try:
+        with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
-    else:
-        fs.pipe_file(path, data)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def exists(uri: str, settings: Settings | None = None) -> bool:

@@ -74,15 +74,32 @@ def resolve_checkpoint(spec: ModelSpec, checkpoint: str | None, settings: Settin
     return uri
 
 
+def _spec_and_checkpoint(
+    family: str, name: str | None, checkpoint: str | None, settings: Settings
+) -> tuple[ModelSpec, str]:
+    """The spec and weights URI of a ``family`` model: the one named, else the one settings choose.
+
+    The settings' checkpoint applies only to the settings' model, so naming another model never
+    loads the wrong weights into it.
+    """
+    if family == "sam":
+        default_name, default_checkpoint = settings.sam_model, settings.sam_checkpoint
+    else:
+        default_name, default_checkpoint = settings.clip_model, settings.clip_checkpoint
+    spec = get_spec(name or default_name)
+    if spec.family != family:
+        raise ValueError(f"{spec.name} is a {spec.family} model, not a {family} model")
+    if checkpoint is None and spec.name == default_name:
+        checkpoint = default_checkpoint
+    return spec, resolve_checkpoint(spec, checkpoint, settings)
+
+
 def load_sam_model(
     name: str | None = None, checkpoint: str | None = None, settings: Settings | None = None
 ) -> tuple[Sam, str]:
     """SAM by registry name (default: settings.sam_model) with its weights; returns (model, version)."""
     s = settings or get_settings()
-    spec = get_spec(name or s.sam_model)
-    if spec.family != "sam":
-        raise ValueError(f"{spec.name} is a {spec.family} model, not SAM")
-    uri = resolve_checkpoint(spec, checkpoint or (s.sam_checkpoint if name is None else None), s)
+    spec, uri = _spec_and_checkpoint("sam", name, checkpoint, s)
     assert isinstance(spec.config, SamConfig)
     return load_sam(uri, spec.config, s, device=s.torch_device())
 
@@ -92,9 +109,6 @@ def load_clip_model(
 ) -> clip_models.LoadedClip:
     """CLIP by registry name (default: settings.clip_model) with its weights and offline tokenizer."""
     s = settings or get_settings()
-    spec = get_spec(name or s.clip_model)
-    if spec.family != "clip":
-        raise ValueError(f"{spec.name} is a {spec.family} model, not CLIP")
-    uri = resolve_checkpoint(spec, checkpoint or (s.clip_checkpoint if name is None else None), s)
+    spec, uri = _spec_and_checkpoint("clip", name, checkpoint, s)
     assert isinstance(spec.config, dict)
     return clip_models.load_clip(spec.config, uri, s, device=s.torch_device())
