@@ -121,7 +121,7 @@ def test_bad_images_and_prompts_are_refused(tiny_sam: torch.nn.Module) -> None:
     with pytest.raises(ValueError, match="at least one"):
         predictor.encode([])
     emb = predictor.encode(images())
-    with pytest.raises(ValueError, match="image indices"):
+    with pytest.raises(ValueError, match="image embeddings"):
         predictor.decode(emb, [0], torch.zeros(2, 1, 2), torch.ones(2, 1))
 
 

@@ -118,10 +118,7 @@ class BatchedSamPredictor:
             boxes = self._to_input_frame(corners, embeddings, idx).reshape(-1, 4)
         if mask_input is not None:
             mask_input = mask_input.to(self.device, torch.float32)
-        sparse, dense = self.sam.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-        if sparse.shape[0] != idx.shape[0]:
-            raise ValueError(f"{sparse.shape[0]} prompt sets but {idx.shape[0]} image indices")
-        logits, iou = self._decode_masks(embeddings.features[idx], sparse, dense)
+        logits, iou = decode_masks(self.sam, embeddings.features[idx], points, boxes, mask_input)
         keep = slice(1, None) if multimask_output else slice(0, 1)
         return Prediction(logits[:, keep], iou[:, keep], idx)
 
@@ -139,31 +136,6 @@ class BatchedSamPredictor:
         )
         return coords * scales[idx][:, None, :]
 
-    def _decode_masks(
-        self, src: torch.Tensor, sparse: torch.Tensor, dense: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """SAM's mask decoder with one image embedding per prompt set.
-
-        src: (M, C, g, g); sparse: (M, N, C) prompt tokens; dense: (M, C, g, g) mask-prompt embedding.
-        Returns all 1 + num_multimask_outputs masks (M, K, 4g, 4g) and their IoU predictions (M, K).
-        """
-        dec = self.sam.mask_decoder
-        m = src.shape[0]
-        output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
-        tokens = torch.cat([output_tokens.unsqueeze(0).expand(m, -1, -1), sparse], dim=1)
-        src = src + dense
-        pos = self.sam.prompt_encoder.get_dense_pe().expand(m, -1, -1, -1)
-        b, c, h, w = src.shape
-        hs, src = dec.transformer(src, pos, tokens)
-        iou_token, mask_tokens = hs[:, 0], hs[:, 1 : 1 + dec.num_mask_tokens]
-        upscaled = dec.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
-        hyper = torch.stack(
-            [mlp(mask_tokens[:, i]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1
-        )
-        b, c, h, w = upscaled.shape
-        masks = (hyper @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
-        return masks, dec.iou_prediction_head(iou_token)
-
     def upscale(self, prediction: Prediction, embeddings: ImageEmbeddings) -> list[torch.Tensor]:
         """Mask logits at original resolution: one (K, H, W) tensor per prompt set."""
         out = []
@@ -178,3 +150,38 @@ class BatchedSamPredictor:
     def stability_score(self, low_res_logits: torch.Tensor, offset: float = 1.0) -> torch.Tensor:
         """SAM's stability score (IoU of the masks thresholded at +offset and -offset), same leading shape."""
         return calculate_stability_score(low_res_logits, self.sam.mask_threshold, offset)
+
+
+def decode_masks(
+    sam: Sam,
+    features: torch.Tensor,
+    points: tuple[torch.Tensor, torch.Tensor] | None = None,
+    boxes: torch.Tensor | None = None,
+    mask_input: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAM's prompt encoder and mask decoder with one image embedding per prompt set (differentiable).
+
+    features: (M, C, g, g) image embedding of each prompt set's image. points: ((M, P, 2) x/y in the
+    encoder's input frame, (M, P) labels). boxes: (M, 4) in the input frame. mask_input: (M, 1, 4g, 4g).
+    Returns every mask token's logits (M, 1 + num_multimask_outputs, 4g, 4g) and IoU predictions
+    (M, 1 + num_multimask_outputs); token 0 is the single-mask answer, the rest the multimask ones.
+    """
+    sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+    dec = sam.mask_decoder
+    m = features.shape[0]
+    if sparse.shape[0] != m:
+        raise ValueError(f"{sparse.shape[0]} prompt sets but {m} image embeddings")
+    output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
+    tokens = torch.cat([output_tokens.unsqueeze(0).expand(m, -1, -1), sparse], dim=1)
+    src = features + dense
+    pos = sam.prompt_encoder.get_dense_pe().expand(m, -1, -1, -1)
+    b, c, h, w = src.shape
+    hs, src = dec.transformer(src, pos, tokens)
+    iou_token, mask_tokens = hs[:, 0], hs[:, 1 : 1 + dec.num_mask_tokens]
+    upscaled = dec.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+    hyper = torch.stack(
+        [mlp(mask_tokens[:, i]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1
+    )
+    b, c, h, w = upscaled.shape
+    masks = (hyper @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
+    return masks, dec.iou_prediction_head(iou_token)
