@@ -66,6 +66,14 @@ def tokenizer_for(config: dict[str, Any]) -> SimpleTokenizer:
     return SimpleTokenizer(context_length=config.get("text_cfg", {}).get("context_length", 77))
 
 
+def image_normalization(config: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel (mean, std) for 0..1 RGB inputs: the config's own, else OpenAI CLIP's."""
+    vision = config.get("vision_cfg", {})
+    mean = vision.get("image_mean", open_clip.OPENAI_DATASET_MEAN)
+    std = vision.get("image_std", open_clip.OPENAI_DATASET_STD)
+    return tuple(mean), tuple(std)
+
+
 @dataclass
 class LoadedClip:
     model: open_clip.CLIP
@@ -92,13 +100,13 @@ def load_clip(
     # Checkpoints saved from DistributedDataParallel prefix every key with "module.".
     state_dict = {k.removeprefix("module."): v for k, v in ckpt.state_dict.items()}
     model.load_state_dict(state_dict, strict=True)
-    vision = config["vision_cfg"]
-    size = vision["image_size"]
+    size = config["vision_cfg"]["image_size"]
+    mean, std = image_normalization(config)
     return LoadedClip(
         model=model.to(device),
         tokenizer=tokenizer_for(config),
         version=ckpt.version,
         image_size=size if isinstance(size, int) else size[0],
-        mean=tuple(vision.get("image_mean", open_clip.OPENAI_DATASET_MEAN)),
-        std=tuple(vision.get("image_std", open_clip.OPENAI_DATASET_STD)),
+        mean=mean,
+        std=std,
     )

@@ -1,0 +1,20 @@
+"""Small pieces the zoo's training recipes share."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def warmup_cosine(step: int, warmup: int, total: int, floor: float = 0.0) -> float:
+    """Learning-rate factor: linear warm-up over ``warmup`` steps, then cosine decay to ``floor``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def mean_of(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Per-key mean of a list of log rows (all rows have the same keys)."""
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}

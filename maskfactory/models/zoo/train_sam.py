@@ -1,0 +1,242 @@
+"""Train tiny-sam with SAM's recipe (Kirillov et al. 2023, section 3 and appendix A) on (image, instances).
+
+Per step, for a batch of images and a few instances in each:
+
+1. The first prompt is, with equal probability, the instance's bounding box with noise (each corner
+   moved by a normal with 10% of the box side as standard deviation, at most 20 px) or one point drawn
+   uniformly inside the instance.
+2. ``correction_iters`` times, a corrective point is drawn uniformly from the error region of the
+   previous prediction (positive on a miss, negative on a false alarm) and added to the prompts, with
+   the previous low-res logits as the mask prompt (detached, as SAM does).
+3. Mask loss = 20 x focal + 1 x dice against the instance (on the low-res grid, see _step_loss); for
+   the ambiguous first point prompt SAM predicts three masks and back-propagates only the lowest-loss
+   one. The IoU head regresses the actual IoU of each predicted mask with an MSE loss.
+
+The data come in as a pool of samples (the CLI fills it from the synthetic world), so this module
+knows nothing about where images come from. Scale choices (steps, batch, learning rate, corrections)
+are ours: SAM trains for 90k iterations with 256 images per batch and 11 interactive iterations; ours
+must fit in minutes on 2 CPU cores, so we use fewer, smaller steps and 3 corrections.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling import Sam
+from torchvision.ops import sigmoid_focal_loss
+
+from maskfactory.models.predictor import decode_masks
+from maskfactory.models.sam import SamConfig, build_sam
+from maskfactory.models.zoo.common import mean_of, warmup_cosine
+
+
+@dataclass
+class TinySamTraining:
+    """Hyper-parameters of one tiny-sam training run."""
+
+    steps: int = 3000
+    images_per_step: int = 8
+    instances_per_image: int = 4
+    correction_iters: int = 3
+    lr: float = 8e-4  # AdamW, as SAM (which uses 8e-4 with a 256-image batch)
+    weight_decay: float = 0.1
+    warmup_steps: int = 100
+    box_noise: float = 0.1  # corner noise std as a fraction of the box side
+    box_noise_max_px: float = 20.0
+    focal_weight: float = 20.0
+    dice_weight: float = 1.0
+    iou_weight: float = 1.0
+    seed: int = 0
+    time_limit_s: float | None = None  # stop early (and say so in the log) when training runs long
+
+
+@dataclass
+class TrainingSample:
+    image: np.ndarray  # (S, S, 3) uint8, already at the encoder's input size
+    instances: np.ndarray  # (K, S, S) bool, K >= 1
+
+
+def train_tiny_sam(
+    config: SamConfig,
+    pool: Sequence[TrainingSample],
+    training: TinySamTraining,
+    log: Callable[[dict[str, float]], None] | None = None,
+) -> tuple[Sam, dict[str, float]]:
+    """Train a fresh SAM of ``config`` on ``pool``; returns the model (eval mode) and a summary."""
+    torch.manual_seed(training.seed)
+    rng = np.random.default_rng(training.seed)
+    gen = torch.Generator().manual_seed(training.seed)
+    sam = build_sam(config).train()
+    size = config.image_size
+    for s in pool:
+        if s.image.shape[:2] != (size, size):
+            raise ValueError(f"pool images must be {size}x{size}, got {s.image.shape[:2]}")
+    # Normalise every image once: the pool is reused for thousands of steps.
+    images = torch.stack([sam.preprocess(torch.from_numpy(s.image).permute(2, 0, 1).float()) for s in pool])
+    instances = [torch.from_numpy(s.instances) for s in pool]
+
+    optim = torch.optim.AdamW(sam.parameters(), lr=training.lr, weight_decay=training.weight_decay)
+
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optim, lambda step: warmup_cosine(step, training.warmup_steps, training.steps, floor=0.1)
+    )
+    start, step, recent = time.perf_counter(), 0, []
+    for step in range(training.steps):
+        if training.time_limit_s is not None and time.perf_counter() - start > training.time_limit_s:
+            break
+        x, gt, image_index = _batch(images, instances, training, rng)
+        loss, stats = _step_loss(sam, x, gt, image_index, training, gen)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)
+        optim.step()
+        sched.step()
+        recent.append(stats)
+        if log and (step + 1) % 50 == 0:
+            log({"step": step + 1, "seconds": time.perf_counter() - start, **mean_of(recent)})
+            recent = []
+    summary = {"steps": step + 1, "train_seconds": time.perf_counter() - start, **asdict(training)}
+    return sam.eval(), summary
+
+
+def _batch(
+    images: torch.Tensor, instances: list[torch.Tensor], training: TinySamTraining, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images (B, 3, S, S), instance masks (M, S, S) float and the image of each instance (M,)."""
+    picks = rng.choice(
+        len(instances), size=training.images_per_step, replace=len(instances) < training.images_per_step
+    )
+    flips = rng.random(len(picks)) < 0.5  # horizontal flips: free augmentation for a small pool
+    xs, gts, index = [], [], []
+    for b, (i, flip) in enumerate(zip(picks, flips, strict=True)):
+        masks = instances[i]
+        chosen = rng.choice(len(masks), size=min(training.instances_per_image, len(masks)), replace=False)
+        x, m = images[i], masks[torch.as_tensor(chosen)]
+        if flip:
+            x, m = x.flip(-1), m.flip(-1)
+        xs.append(x)
+        gts.append(m)
+        index += [b] * len(chosen)
+    return torch.stack(xs), torch.cat(gts).float(), torch.tensor(index)
+
+
+def _step_loss(
+    sam: Sam,
+    x: torch.Tensor,
+    gt: torch.Tensor,
+    image_index: torch.Tensor,
+    training: TinySamTraining,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of one training step: first prompt, then corrective clicks; mean over iterations."""
+    features = sam.image_encoder(x)[image_index]  # (M, C, g, g): one encoder pass per image
+    m, size = gt.shape[0], gt.shape[-1]
+    use_box = torch.rand(m, generator=gen) < 0.5
+    boxes = _noisy_boxes(gt, training, gen)
+    coords, labels = _sample_points(gt, gt > 0.5, gen)  # one point inside the instance
+    labels = torch.where(use_box[:, None], -1.0, labels)  # box-started sets: no point yet
+
+    # Losses are computed on the decoder's own low-res grid (4g x 4g, 64 x 64 for tiny-sam) against the
+    # instance's foreground fraction in each cell: 16x fewer pixels than the input frame, which is most of
+    # the step's cost otherwise. Corrective clicks are drawn at full resolution.
+    low_size = 4 * features.shape[-1]
+    gt_low = F.avg_pool2d(gt[:, None], size // low_size)[:, 0]
+    losses, ious = [], []
+    previous = None
+    for it in range(training.correction_iters + 1):
+        first = it == 0
+        kept = torch.zeros(m, 1, low_size, low_size)  # the kept mask of each set: next mask prompt
+        iou_loss = torch.zeros(())
+        mask_loss = torch.zeros(())
+        # Box-started sets keep their box; point-started ones have none. Prompt sets of the two kinds
+        # cannot share one prompt-encoder call, so each iteration decodes two groups.
+        for group_is_box in (True, False):
+            sel = (use_box == group_is_box).nonzero().squeeze(1)
+            if sel.numel() == 0:
+                continue
+            all_logits, iou_pred = decode_masks(
+                sam,
+                features[sel],
+                points=(coords[sel], labels[sel]),
+                boxes=boxes[sel] if group_is_box else None,
+                mask_input=None if previous is None else previous[sel],
+            )
+            # First point prompt: SAM's three masks, min loss; every other prompt: the single mask.
+            keep = slice(1, None) if (first and not group_is_box) else slice(0, 1)
+            low, iou_pred = all_logits[:, keep], iou_pred[:, keep]
+            target = gt_low[sel, None].expand_as(low)
+            per_mask = training.focal_weight * _focal(low, target) + training.dice_weight * _dice(low, target)
+            rows, best = torch.arange(len(sel)), per_mask.argmin(dim=1)
+            mask_loss = mask_loss + per_mask[rows, best].sum()
+            actual_iou = _iou(low.detach() > 0, target > 0.5)
+            iou_loss = iou_loss + F.mse_loss(iou_pred, actual_iou, reduction="sum") / iou_pred.shape[1]
+            kept[sel] = low[rows, best, None].detach()
+        previous = kept
+        losses.append((mask_loss + training.iou_weight * iou_loss) / m)
+        pred = F.interpolate(kept, (size, size), mode="bilinear", align_corners=False)[:, 0] > 0
+        ious.append(_iou(pred, gt > 0.5).mean().item())
+        if it < training.correction_iters:
+            new_coords, new_labels = _sample_points(gt, pred != (gt > 0.5), gen)
+            coords = torch.cat([coords, new_coords], dim=1)
+            labels = torch.cat([labels, new_labels], dim=1)
+    loss = torch.stack(losses).mean()
+    return loss, {"loss": loss.item(), "iou_first": ious[0], "iou_last": ious[-1]}
+
+
+def _sample_points(
+    gt: torch.Tensor, region: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pixel drawn uniformly from ``region`` per mask: coords (M, 1, 2) x/y, labels (M, 1).
+
+    The label is the ground truth there (1: a miss to add, 0: a false alarm to remove); a mask whose
+    region is empty gets a padding point (label -1) that SAM ignores.
+    """
+    m, w = gt.shape[0], gt.shape[-1]
+    weights = region.reshape(m, -1).float()
+    empty = weights.sum(1) == 0
+    weights[empty] = 1.0
+    flat = torch.multinomial(weights, 1, generator=gen).squeeze(1)
+    ys, xs = flat // w, flat % w
+    labels = gt.reshape(m, -1)[torch.arange(m), flat].float()
+    labels[empty] = -1.0
+    return torch.stack([xs, ys], dim=1)[:, None].float(), labels[:, None]
+
+
+def _noisy_boxes(gt: torch.Tensor, training: TinySamTraining, gen: torch.Generator) -> torch.Tensor:
+    """(M, 4) x0, y0, x1, y1 boxes of the masks, each corner jittered as SAM does."""
+    m, h, w = gt.shape
+    rows, cols = gt.any(2), gt.any(1)
+    ar_h, ar_w = torch.arange(h).float(), torch.arange(w).float()
+    y0 = torch.where(rows, ar_h, float(h)).min(1).values
+    y1 = torch.where(rows, ar_h, -1.0).max(1).values
+    x0 = torch.where(cols, ar_w, float(w)).min(1).values
+    x1 = torch.where(cols, ar_w, -1.0).max(1).values
+    box = torch.stack([x0, y0, x1, y1], dim=1)
+    side = torch.stack([x1 - x0, y1 - y0, x1 - x0, y1 - y0], dim=1).clamp(min=1)
+    noise = torch.randn(m, 4, generator=gen) * training.box_noise * side
+    noise = noise.clamp(-training.box_noise_max_px, training.box_noise_max_px)
+    return (box + noise).clamp(min=0).minimum(torch.tensor([w - 1, h - 1, w - 1, h - 1]).float())
+
+
+def _focal(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-mask mean sigmoid focal loss (alpha 0.25, gamma 2), shape (M, K)."""
+    return sigmoid_focal_loss(logits, target, alpha=0.25, gamma=2.0, reduction="none").mean((-2, -1))
+
+
+def _dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-mask soft dice loss, shape (M, K)."""
+    p = logits.sigmoid()
+    inter = (p * target).sum((-2, -1))
+    return 1 - (2 * inter + 1) / (p.sum((-2, -1)) + target.sum((-2, -1)) + 1)
+
+
+def _iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """IoU over the last two dims of bool tensors; two empty masks agree perfectly (1.0)."""
+    inter = (pred & target).sum((-2, -1)).float()
+    union = (pred | target).sum((-2, -1)).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))

@@ -1,0 +1,137 @@
+"""The zoo's training recipes: they learn, and the same seed gives the same weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.ndimage import distance_transform_edt
+
+from maskfactory.models.clip import image_normalization, tokenizer_for
+from maskfactory.models.interactive import SamClickSegmenter
+from maskfactory.models.predictor import BatchedSamPredictor
+from maskfactory.models.sam import SamConfig, build_sam
+from maskfactory.models.zoo.train_clip import (
+    CaptionedImage,
+    TinyClipTraining,
+    normalize_images,
+    train_tiny_clip,
+    zero_shot_accuracy,
+)
+from maskfactory.models.zoo.train_sam import TinySamTraining, TrainingSample, train_tiny_sam
+from maskfactory.simulators.clicker import Click
+
+# Small enough to train in seconds: 64 px inputs, a 4x4 embedding grid, 16x16 low-res masks.
+MICRO_SAM = SamConfig(
+    image_size=64,
+    encoder_embed_dim=32,
+    encoder_depth=2,
+    encoder_num_heads=2,
+    encoder_global_attn_indexes=(1,),
+    encoder_window_size=2,
+    prompt_embed_dim=32,
+    decoder_mlp_dim=64,
+    decoder_num_heads=2,
+    iou_head_hidden_dim=32,
+)
+COLORS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 230)}
+
+
+def squares(n: int, seed: int, size: int = 64) -> list[tuple[np.ndarray, np.ndarray, list[str]]]:
+    """Images with two or three coloured squares on grey noise: (image, instances, colour names)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        image = rng.integers(90, 150, (size, size, 3), dtype=np.uint8)
+        masks, names = [], []
+        taken = np.zeros((size, size), bool)
+        for _ in range(int(rng.integers(2, 4))):
+            side = int(rng.integers(12, 24))
+            y, x = rng.integers(0, size - side, 2)
+            m = np.zeros((size, size), bool)
+            m[y : y + side, x : x + side] = True
+            m &= ~taken  # later squares are occluded by earlier ones
+            if m.sum() < 40:
+                continue
+            name = list(COLORS)[int(rng.integers(3))]
+            image[m] = COLORS[name]
+            taken |= m
+            masks.append(m)
+            names.append(name)
+        out.append((image, np.stack(masks), names))
+    return out
+
+
+def one_click_iou(sam: torch.nn.Module, data: list[tuple[np.ndarray, np.ndarray, list[str]]]) -> float:
+    """Mean IoU of the mask from one positive click at each instance's centre-most pixel."""
+    segmenter = SamClickSegmenter(BatchedSamPredictor(sam))
+    ious = []
+    for image, masks, _ in data:
+        segmenter.start(image)
+        for m in masks:
+            y, x = np.unravel_index(distance_transform_edt(np.pad(m, 1))[1:-1, 1:-1].argmax(), m.shape)
+            pred = segmenter.predict([Click(float(x), float(y), True)])
+            ious.append((pred & m).sum() / (pred | m).sum())
+            segmenter.start(image)
+    return float(np.mean(ious))
+
+
+def test_sam_recipe_learns_and_is_reproducible() -> None:
+    """On held-out images, one-click IoU rises well above an untrained model's (0.07 -> 0.32 seen)."""
+    torch.set_num_threads(2)
+    pool = [TrainingSample(im, ms) for im, ms, _ in squares(48, seed=0)]
+    held_out = squares(12, seed=1)
+    training = TinySamTraining(
+        steps=250, images_per_step=8, instances_per_image=2, correction_iters=1, warmup_steps=10, lr=3e-3
+    )
+    torch.manual_seed(0)
+    before = one_click_iou(build_sam(MICRO_SAM), held_out)
+    sam, summary = train_tiny_sam(MICRO_SAM, pool, training)
+    after = one_click_iou(sam, held_out)
+    assert summary["steps"] == 250
+    assert after > before + 0.15, (before, after)
+    again, _ = train_tiny_sam(MICRO_SAM, pool, TinySamTraining(**{**training.__dict__, "steps": 5}))
+    twice, _ = train_tiny_sam(MICRO_SAM, pool, TinySamTraining(**{**training.__dict__, "steps": 5}))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(again.state_dict().values(), twice.state_dict().values(), strict=True)
+    )
+
+
+def test_segmenter_encodes_each_image_once() -> None:
+    torch.manual_seed(0)
+    sam = build_sam(MICRO_SAM)
+    calls: list[int] = []
+    sam.image_encoder.register_forward_hook(lambda *_: calls.append(1))
+    segmenter = SamClickSegmenter(BatchedSamPredictor(sam))
+    image = squares(1, seed=3)[0][0]
+    for _ in range(3):  # three objects of one image
+        segmenter.start(image)
+        first = segmenter.predict([Click(10, 10, True)])
+        second = segmenter.predict([Click(10, 10, True), Click(40, 40, False)])
+        assert first.shape == second.shape == (64, 64) and first.dtype == bool
+    assert len(calls) == 1
+    segmenter.start(image.copy())  # another image object: encoded again
+    assert len(calls) == 2
+
+
+def test_clip_recipe_learns_colours() -> None:
+    """A micro CLIP learns to tell three colours apart zero-shot from captions alone."""
+    torch.set_num_threads(2)
+    config = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }
+    rng = np.random.default_rng(0)
+
+    def plain(name: str) -> np.ndarray:  # a noisy image of one colour
+        noise = rng.integers(0, 60, (32, 32, 3))
+        return (noise + np.array(COLORS[name]) // 2).clip(0, 255).astype(np.uint8)
+
+    names = list(COLORS)
+    pool = [CaptionedImage(plain(names[i % 3]), [f"a {names[i % 3]} image"]) for i in range(60)]
+    model, _ = train_tiny_clip(config, pool, TinyClipTraining(steps=60, batch_size=24, warmup_steps=5))
+    labels = [i % 3 for i in range(30)]
+    test = normalize_images(np.stack([plain(names[k]) for k in labels]), *image_normalization(config))
+    accuracy = zero_shot_accuracy(model, tokenizer_for(config), test, labels, names, template="a {} image")
+    assert accuracy > 0.9, accuracy
