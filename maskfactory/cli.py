@@ -3,8 +3,13 @@ each stays a thin shell around library functions so they can be tested without t
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 app = typer.Typer(
@@ -14,8 +19,12 @@ app = typer.Typer(
 )
 table_app = typer.Typer(help="Inspect Delta or Parquet tables on local disk or S3.", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
+world_app = typer.Typer(help="The synthetic world: labelled images and videos with exact ground truth.")
+zoo_app = typer.Typer(help="The bundled tiny models: train them on the world, evaluate them.")
 app.add_typer(table_app, name="table")
 app.add_typer(models_app, name="models")
+app.add_typer(world_app, name="world", no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo", no_args_is_help=True)
 
 console = Console()
 
@@ -53,3 +62,80 @@ def models_list() -> None:
     for spec in REGISTRY.values():
         out.add_row(spec.name, spec.family, spec.default_checkpoint or "(pass a URI)", spec.note)
     console.print(out)
+
+
+@contextmanager
+def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr; yields ``advance(n)``."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+@world_app.command("make")
+def world_make(
+    out: str = typer.Option(..., help="Output folder: a local path or s3:// URI."),
+    task: str = typer.Option("semantic", help="semantic, saliency, shadow, blur or glass (images only)."),
+    domain: str = typer.Option("natural", help="natural, aerial or medical."),
+    n: int = typer.Option(200, min=1, help="How many images (or videos with --video)."),
+    seed: int = typer.Option(0, help="Dataset seed; different seeds never share an item."),
+    objects: int | None = typer.Option(None, min=1, help="Objects per image (default: the generator's)."),
+    video: bool = typer.Option(False, "--video", help="Write videos (frame folders) instead of images."),
+) -> None:
+    """Write a labelled synthetic dataset: PNG images, PNG masks and manifest.parquet."""
+    from maskfactory.simulators import datasets
+
+    with progress_bar(f"{'videos' if video else task} ({domain})", n) as advance:
+        if video:
+            manifest = datasets.write_videos(out, domain, n, seed, progress=advance)
+        else:
+            manifest = datasets.write_dataset(out, task, domain, n, seed, n_objects=objects, progress=advance)
+    console.print(f"wrote {n} {'videos' if video else 'images'}; manifest: {manifest}")
+
+
+@zoo_app.command("train")
+def zoo_train(
+    name: str = typer.Argument(..., help="tiny-sam or tiny-clip."),
+    out: str | None = typer.Option(None, help="Checkpoint URI (default: the zoo folder in the package)."),
+    seed: int = typer.Option(0, help="Seed of the data and of training."),
+    steps: int | None = typer.Option(None, min=1, help="Training steps (default: the recipe's)."),
+    pool: int | None = typer.Option(None, min=1, help="Training images generated up front."),
+) -> None:
+    """Train a zoo model from scratch on the synthetic world (seeded, reproducible)."""
+    from maskfactory.tasks.zoo import train_zoo_model
+
+    def log(row: dict[str, float]) -> None:
+        console.print(
+            " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+        )
+
+    uri, version, summary = train_zoo_model(name, out, seed, pool, steps, log=log)
+    console.print(f"{name} {version}: {uri} ({summary['steps']} steps in {summary['train_seconds']:.0f} s)")
+
+
+@zoo_app.command("eval")
+def zoo_eval(
+    name: str = typer.Argument(..., help="tiny-sam or tiny-clip."),
+    data: str = typer.Option(..., help="A world dataset folder (from `maskfactory world make`)."),
+    checkpoint: str | None = typer.Option(None, help="Checkpoint URI (default: the zoo's)."),
+    limit: int | None = typer.Option(None, min=1, help="Evaluate only the first N images."),
+    max_clicks: int = typer.Option(20, min=1, help="Click budget per object (tiny-sam)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+) -> None:
+    """tiny-sam: mIoU after one click, NoC@85, NoC@90. tiny-clip: zero-shot top-1 on single-object images."""
+    from maskfactory.simulators.datasets import read_manifest
+    from maskfactory.tasks import zoo
+
+    if name == "tiny-sam":
+        total = min(limit or 10**9, read_manifest(data).num_rows)
+        with progress_bar("NoC", total) as advance:
+            result = zoo.evaluate_tiny_sam(data, checkpoint, max_clicks, limit, progress=advance)
+    elif name == "tiny-clip":
+        result = zoo.evaluate_tiny_clip(data, checkpoint, limit)
+    else:
+        raise typer.BadParameter(f"unknown zoo model {name!r}; known: {', '.join(zoo.ZOO_MODELS)}")
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        console.print(result)

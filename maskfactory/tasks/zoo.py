@@ -1,0 +1,169 @@
+"""The tiny model zoo: train tiny-sam and tiny-clip on the synthetic world, and evaluate them.
+
+This is where the world (simulators) meets the training recipes and models: the recipes in
+``maskfactory/models/zoo/`` take pools of samples, and the evaluation drives SAM with the simulated
+RITM clicker. ``maskfactory zoo train`` / ``maskfactory zoo eval`` call these functions.
+
+Zoo checkpoints are saved in float16: they ship inside the repository (20 MB at most for the whole
+zoo) and load into float32 models, which costs nothing measurable in accuracy at these sizes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from maskfactory.infra.checkpoints import save_checkpoint
+from maskfactory.infra.settings import Settings
+from maskfactory.models import clip as clip_models
+from maskfactory.models.interactive import SamClickSegmenter
+from maskfactory.models.predictor import BatchedSamPredictor
+from maskfactory.models.registry import load_clip_model, load_sam_model
+from maskfactory.models.sam import TINY_SAM
+from maskfactory.models.zoo import zoo_path
+from maskfactory.models.zoo.train_clip import (
+    CaptionedImage,
+    TinyClipTraining,
+    normalize_images,
+    train_tiny_clip,
+    zero_shot_accuracy,
+)
+from maskfactory.models.zoo.train_sam import TinySamTraining, TrainingSample, train_tiny_sam
+from maskfactory.simulators import datasets
+from maskfactory.simulators.clicker import evaluate_noc, summarize_noc
+from maskfactory.simulators.world import CLASSES, TASKS, Sample, make_sample
+
+ZOO_MODELS = ("tiny-sam", "tiny-clip")
+# Training data come from seeds below this; evaluation sets are made with `world make --seed 1` or
+# higher, whose items use seeds from datasets.SEED_STRIDE on (see datasets.py), so they never overlap.
+TRAIN_SEED_BASE = 0
+
+
+def training_samples(n: int, seed: int, domain: str = "natural") -> list[Sample]:
+    """``n`` world samples cycling through the five tasks (so every kind of instance is seen)."""
+    return [
+        make_sample(TASKS[i % len(TASKS)], domain, seed=TRAIN_SEED_BASE + seed * 100_000 + i)
+        for i in range(n)
+    ]
+
+
+def clip_captions(sample: Sample) -> list[str]:
+    """Every caption that truly describes a world image: its objects' classes and colours, and the
+    kind of region (shadow, blur, glass) the image shows. Order of objects is not meaningful."""
+    things = [(k, c) for k, c in zip(sample.object_kinds, sample.object_colors, strict=True) if k in CLASSES]
+    captions: list[str] = []
+    if len(things) == 1:
+        kind, color = things[0]
+        captions += [f"a photo of a {kind}", f"a photo of a {color} {kind}", f"a {color} {kind}"]
+    elif things:
+        kinds = sorted({k for k, _ in things})
+        captions += [f"a photo of a {k}" for k in kinds]  # each class present is a true caption
+        captions += [f"a photo of a {c} {k}" for k, c in sorted(set(things))]
+    region = {"shadow": "shadows", "blur": "a blurred background", "glass": "glass"}
+    for kind, words in region.items():
+        if kind in sample.object_kinds:
+            captions.append(f"a photo with {words}")
+    return captions or ["a photo"]
+
+
+def train_zoo_model(
+    name: str,
+    out: str | None = None,
+    seed: int = 0,
+    pool_size: int | None = None,
+    steps: int | None = None,
+    settings: Settings | None = None,
+    log: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[str, str, dict[str, Any]]:
+    """Train a zoo model from scratch on the world; returns (checkpoint URI, version, summary)."""
+    if name not in ZOO_MODELS:
+        raise ValueError(f"unknown zoo model {name!r}; known: {', '.join(ZOO_MODELS)}")
+    torch.manual_seed(seed)
+    out = out or str(zoo_path(f"{name}.pt"))
+    if name == "tiny-sam":
+        training = TinySamTraining(seed=seed, **({"steps": steps} if steps else {}))
+        samples = training_samples(pool_size or 2000, seed)
+        pool = [TrainingSample(s.image, s.objects) for s in samples]
+        model, summary = train_tiny_sam(TINY_SAM, pool, training, log=log)
+        kind, config = "sam", TINY_SAM.to_dict()
+    else:
+        training = TinyClipTraining(seed=seed, **({"steps": steps} if steps else {}))
+        size = clip_models.TINY_CLIP["vision_cfg"]["image_size"]
+        samples = training_samples(pool_size or 4000, seed)
+        pool = [CaptionedImage(_resize(s.image, size), clip_captions(s)) for s in samples]
+        model, summary = train_tiny_clip(clip_models.TINY_CLIP, pool, training, log=log)
+        kind, config = "clip", clip_models.TINY_CLIP
+    summary = {**summary, "pool_size": len(pool), "domain": "natural", "tasks": list(TASKS)}
+    half = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    version = save_checkpoint(out, kind, config, half, extra={"training": summary}, settings=settings)
+    return out, version, summary
+
+
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (size, size, 3) uint8, antialiased."""
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    x = F.interpolate(x, (size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
+
+
+def evaluate_tiny_sam(
+    data: str,
+    checkpoint: str | None = None,
+    max_clicks: int = 20,
+    limit: int | None = None,
+    settings: Settings | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """One-click mIoU, NoC@85 and NoC@90 over every instance mask of a world dataset (per task too)."""
+    sam, version = load_sam_model("tiny-sam", checkpoint, settings)
+    segmenter = SamClickSegmenter(BatchedSamPredictor(sam))
+    by_task: dict[str, list] = defaultdict(list)
+    for item in datasets.iter_items(data, settings, limit):
+        for mask in item.instances:
+            by_task[str(item.row["task"])].append(
+                evaluate_noc(segmenter, item.image, mask, max_clicks=max_clicks)
+            )
+        if progress:
+            progress(1)
+    every = [r for rs in by_task.values() for r in rs]
+    if not every:
+        raise ValueError(f"{data}: no instance masks to evaluate")
+    return {
+        "model": "tiny-sam",
+        "version": version,
+        "data": data,
+        "max_clicks": max_clicks,
+        **summarize_noc(every),
+        "per_task": {task: summarize_noc(rs) for task, rs in sorted(by_task.items())},
+    }
+
+
+def evaluate_tiny_clip(
+    data: str, checkpoint: str | None = None, limit: int | None = None, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Zero-shot top-1 accuracy over the images of a world dataset that hold exactly one class object."""
+    loaded = load_clip_model("tiny-clip", checkpoint, settings)
+    images, labels = [], []
+    for item in datasets.iter_items(data, settings, limit):
+        kinds = [k for k in item.row["object_kinds"] if k in CLASSES]  # type: ignore[union-attr]
+        if len(kinds) == 1:
+            images.append(_resize(item.image, loaded.image_size))
+            labels.append(CLASSES.index(kinds[0]))
+    if not images:
+        raise ValueError(
+            f"{data}: no single-object images (make them with `world make --task semantic --objects 1`)"
+        )
+    x = normalize_images(np.stack(images), loaded.mean, loaded.std)
+    accuracy = zero_shot_accuracy(loaded.model, loaded.tokenizer, x, labels, CLASSES)
+    return {
+        "model": "tiny-clip",
+        "version": loaded.version,
+        "data": data,
+        "images": len(images),
+        "top1": accuracy,
+    }
