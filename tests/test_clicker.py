@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import pytest
 from scipy import ndimage
+from toy_segmenters import EmptySegmenter, FixSegmenter
 
 from maskfactory.simulators.clicker import (
     Click,
@@ -23,47 +22,6 @@ IMAGE = np.zeros((16, 16, 3), dtype=np.uint8)
 
 def blank(h: int = 16, w: int = 16) -> np.ndarray:
     return np.zeros((h, w), dtype=bool)
-
-
-class FixSegmenter:
-    """Toy segmenter: each click turns the connected error region under it (errors of the mask built so
-    far from ``base``) into ground truth, so the expected NoC follows by hand."""
-
-    def __init__(self, gt: np.ndarray, base: np.ndarray | None = None) -> None:
-        self.gt = gt
-        self.base = np.zeros_like(gt) if base is None else base
-        self.started = 0
-        self.seen: list[int] = []  # how many clicks each predict call received
-
-    def start(self, image: np.ndarray) -> None:
-        self.started += 1
-
-    def predict(self, clicks: Sequence[Click]) -> np.ndarray:
-        self.seen.append(len(clicks))
-        mask = self.base.copy()
-        for c in clicks:
-            labels, _ = ndimage.label(mask ^ self.gt)
-            label = labels[int(c.y), int(c.x)]
-            if label:
-                mask[labels == label] = self.gt[labels == label]
-        return mask
-
-
-class StubbornSegmenter:
-    """Toy segmenter that ignores every click and answers an empty mask."""
-
-    def __init__(self) -> None:
-        self.seen: list[int] = []
-
-    def start(self, image: np.ndarray) -> None:
-        pass
-
-    def predict(self, clicks: Sequence[Click]) -> np.ndarray:
-        self.seen.append(len(clicks))
-        return blank()
-
-
-# --- the click protocol ---------------------------------------------------------------------------
 
 
 def test_perfect_prediction_gets_no_click() -> None:
@@ -175,7 +133,7 @@ def test_noc_stops_once_every_threshold_is_reached() -> None:
 
 def test_noc_is_max_clicks_when_a_threshold_is_never_reached() -> None:
     gt = three_squares()
-    seg = StubbornSegmenter()
+    seg = EmptySegmenter()
     result = evaluate_noc(seg, IMAGE, gt, thresholds=(0.85, 0.90), max_clicks=5)
     assert result.noc == {0.85: 5, 0.90: 5}
     assert result.ious == [0.0] * 5
@@ -208,7 +166,7 @@ def test_perfect_initial_mask_needs_zero_clicks() -> None:
 def test_click_session_stops_when_nothing_is_left_to_click() -> None:
     gt = blank()
     gt[5, 5] = True
-    seg = StubbornSegmenter()
+    seg = EmptySegmenter()
     steps = list(click_session(seg, IMAGE, gt, max_clicks=10))
     # The only error pixel gets clicked once; after that no unclicked error pixel is left.
     assert [s.click for s in steps] == [Click(5.0, 5.0, True)]

@@ -2,47 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import pytest
-from scipy import ndimage
+from toy_segmenters import EmptySegmenter, FixSegmenter
 
 from maskfactory.simulators.clicker import Click
 from maskfactory.simulators.reviewer import SimulatedReviewer
 
 IMAGE = np.zeros((16, 16, 3), dtype=np.uint8)
-
-
-class FixSegmenter:
-    """Toy segmenter: each click turns the connected error region under it (errors of the mask built so
-    far from ``base``, the proposal) into ground truth."""
-
-    def __init__(self, gt: np.ndarray, base: np.ndarray) -> None:
-        self.gt, self.base = gt, base
-        self.started = 0
-
-    def start(self, image: np.ndarray) -> None:
-        self.started += 1
-
-    def predict(self, clicks: Sequence[Click]) -> np.ndarray:
-        mask = self.base.copy()
-        for c in clicks:
-            labels, _ = ndimage.label(mask ^ self.gt)
-            label = labels[int(c.y), int(c.x)]
-            if label:
-                mask[labels == label] = self.gt[labels == label]
-        return mask
-
-
-class EmptySegmenter:
-    """Toy segmenter that ignores clicks and answers an empty mask: it can never reach a target."""
-
-    def start(self, image: np.ndarray) -> None:
-        pass
-
-    def predict(self, clicks: Sequence[Click]) -> np.ndarray:
-        return np.zeros(IMAGE.shape[:2], dtype=bool)
 
 
 def squares() -> np.ndarray:
