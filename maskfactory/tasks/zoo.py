@@ -64,10 +64,16 @@ def clip_captions(sample: Sample) -> list[str]:
         kinds = sorted({k for k, _ in things})
         captions += [f"a photo of a {k}" for k in kinds]  # each class present is a true caption
         captions += [f"a photo of a {c} {k}" for k, c in sorted(set(things))]
-    region = {"shadow": "shadows", "blur": "a blurred background", "glass": "glass"}
+    # Region kinds get a sentence and the bare prompt AlignSAM's explicit branch sends to CLIP Surgery
+    # (the paper's Appendix A: "shadow", "defocus background", "glass").
+    region = {
+        "shadow": ("a photo with shadows", "shadow"),
+        "blur": ("a photo with a blurred background", "defocus background"),
+        "glass": ("a photo with glass", "glass"),
+    }
     for kind, words in region.items():
         if kind in sample.object_kinds:
-            captions.append(f"a photo with {words}")
+            captions += words
     return captions or ["a photo"]
 
 
