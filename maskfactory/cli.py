@@ -111,7 +111,8 @@ def zoo_train(
         )
 
     uri, version, summary = train_zoo_model(name, out, seed, pool, steps, log=log)
-    console.print(f"{name} {version}: {uri} ({summary['steps']} steps in {summary['train_seconds']:.0f} s)")
+    ran = f"{summary['steps_run']} of {summary['steps']} steps in {summary['train_seconds']:.0f} s"
+    console.print(f"{name} {version}: {uri} ({ran})")
 
 
 @zoo_app.command("eval")

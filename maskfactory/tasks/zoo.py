@@ -100,7 +100,7 @@ def train_zoo_model(
     else:
         training = TinyClipTraining(seed=seed, **({"steps": steps} if steps else {}))
         size = clip_models.TINY_CLIP["vision_cfg"]["image_size"]
-        samples = training_samples(pool_size or 4000, seed)
+        samples = training_samples(pool_size or 3000, seed)
         pool = [CaptionedImage(_resize(s.image, size), clip_captions(s)) for s in samples]
         model, summary = train_tiny_clip(clip_models.TINY_CLIP, pool, training, log=log)
         kind, config = "clip", clip_models.TINY_CLIP

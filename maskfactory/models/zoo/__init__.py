@@ -1,8 +1,8 @@
 """The bundled tiny checkpoints (tiny-sam, tiny-clip, ...) and how they were trained.
 
-Checkpoint files live next to this module; `zoo_path(name)` finds one. The training scripts that
-produce them land with the synthetic world (issue 3); until then the folder holds no checkpoints and
-loading a zoo model says so.
+Checkpoint files live next to this module; `zoo_path(name)` finds one. `train_sam.py` and
+`train_clip.py` are the recipes; `maskfactory zoo train NAME` (maskfactory/tasks/zoo.py) trains them on
+the synthetic world. tiny-sam.pt ships; tiny-clip.pt does not yet, and loading it says so.
 """
 
 from pathlib import Path

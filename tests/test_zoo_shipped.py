@@ -1,0 +1,68 @@
+"""The checkpoints shipped in maskfactory/models/zoo/: present, small, loadable, and actually trained.
+
+tiny-clip is not shipped yet: its first training run did not reach its accuracy bar (see
+benchmarks/RESULTS.md); its recipe is tested in test_zoo_training.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy.ndimage import distance_transform_edt
+
+from maskfactory.infra.checkpoints import read_header
+from maskfactory.models.interactive import SamClickSegmenter
+from maskfactory.models.predictor import BatchedSamPredictor
+from maskfactory.models.registry import load_sam_model
+from maskfactory.models.zoo import ZOO_DIR, zoo_path
+from maskfactory.simulators.clicker import Click
+from maskfactory.simulators.datasets import write_dataset
+from maskfactory.simulators.world import TASKS, make_sample
+
+
+def test_the_zoo_fits_its_size_budget() -> None:
+    files = list(ZOO_DIR.glob("*.pt"))
+    assert "tiny-sam.pt" in {f.name for f in files}
+    assert sum(f.stat().st_size for f in files) <= 20 * 2**20
+
+
+def test_shipped_tiny_sam_says_how_it_was_trained() -> None:
+    header = read_header(str(zoo_path("tiny-sam.pt")))
+    assert header is not None and len(header["version"]) == 12
+    training = header["extra"]["training"]
+    assert training["seed"] == 0 and training["domain"] == "natural" and training["steps_run"] > 0
+
+
+def test_tiny_sam_segments_held_out_objects_from_one_click() -> None:
+    """An untrained model scores about 0.05 here; the shipped one is far above (quality figures, and
+    the targets it misses, are in benchmarks/RESULTS.md)."""
+    sam, _ = load_sam_model("tiny-sam")  # no checkpoint argument: the registry's zoo default
+    segmenter = SamClickSegmenter(BatchedSamPredictor(sam))
+    ious = []
+    for i, task in enumerate(TASKS):
+        sample = make_sample(task, "natural", seed=7_000_000 + i)  # far from the training seeds
+        for mask in sample.objects:
+            segmenter.start(sample.image)
+            depth = distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+            y, x = np.unravel_index(depth.argmax(), mask.shape)
+            pred = segmenter.predict([Click(float(x), float(y), True)])
+            ious.append((pred & mask).sum() / (pred | mask).sum())
+    assert np.mean(ious) > 0.45, np.mean(ious)
+
+
+def test_zoo_eval_cli_prints_json(tmp_path: Path) -> None:
+    write_dataset(str(tmp_path), "saliency", n=2, seed=7)
+    maskfactory = str(Path(sys.executable).with_name("maskfactory"))
+    out = subprocess.run(
+        [maskfactory, "zoo", "eval", "tiny-sam", "--data", str(tmp_path), "--json", "--max-clicks", "5"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert {"mIoU@1", "NoC@85", "NoC@90", "per_task"} <= set(result) and result["max_clicks"] == 5
+    assert set(result["per_task"]) == {"saliency"}
