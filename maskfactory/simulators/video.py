@@ -22,6 +22,7 @@ from maskfactory.simulators.world import (
     Look,
     Outline,
     Style,
+    check_scene_arguments,
     class_outline,
     field_of_view,
     finish,
@@ -172,14 +173,7 @@ def make_video(
 
     The same arguments give bit-identical frames and masks.
     """
-    if domain not in DOMAINS:
-        raise ValueError(f"unknown domain {domain!r}; known: {', '.join(DOMAINS)}")
-    if len(size) != 2 or min(size) < 64:
-        raise ValueError(f"size must be (H, W) with both at least 64, got {size!r}")
-    if seed < 0:
-        raise ValueError(f"seed must be non-negative, got {seed}")
-    if n_frames is not None and n_frames < 1:
-        raise ValueError(f"n_frames must be at least 1, got {n_frames}")
+    check_scene_arguments(domain, size, seed, "n_frames", n_frames)
     rng = np.random.default_rng([seed, VIDEO_STREAM, DOMAINS.index(domain)])
     style = STYLES[domain]
     h, w = int(size[0]), int(size[1])

@@ -957,6 +957,19 @@ def _check_choice(what: str, value: str, known: tuple[str, ...]) -> None:
         raise ValueError(f"unknown {what} {value!r}; known: {', '.join(known)}")
 
 
+def check_scene_arguments(
+    domain: str, size: tuple[int, int], seed: int, count_name: str, count: int | None
+) -> None:
+    """Validate what images and videos share: domain, (H, W) size, seed and an optional count."""
+    _check_choice("domain", domain, DOMAINS)
+    if len(size) != 2 or min(size) < 64:
+        raise ValueError(f"size must be (H, W) with both at least 64, got {size!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be non-negative, got {seed}")
+    if count is not None and count < 1:
+        raise ValueError(f"{count_name} must be at least 1, got {count}")
+
+
 def make_sample(
     task: str,
     domain: str = "natural",
@@ -972,13 +985,7 @@ def make_sample(
     sample may hold fewer.
     """
     _check_choice("task", task, TASKS)
-    _check_choice("domain", domain, DOMAINS)
-    if len(size) != 2 or min(size) < 64:
-        raise ValueError(f"size must be (H, W) with both at least 64, got {size!r}")
-    if seed < 0:
-        raise ValueError(f"seed must be non-negative, got {seed}")
-    if n_objects is not None and n_objects < 1:
-        raise ValueError(f"n_objects must be at least 1, got {n_objects}")
+    check_scene_arguments(domain, size, seed, "n_objects", n_objects)
     shape = (int(size[0]), int(size[1]))
     rng = np.random.default_rng([seed, TASKS.index(task), DOMAINS.index(domain)])
     style = STYLES[domain]
