@@ -83,3 +83,14 @@ def test_captions_name_what_is_in_the_image() -> None:
     captions = clip_captions(shadow)
     assert "a photo with shadows" in captions and "shadow" in captions  # the bare prompt AlignSAM uses
     assert all(k in " ".join(captions) for k in {k for k in shadow.object_kinds if k != "shadow"})
+
+
+def test_zoo_training_seed_s_uses_exactly_dataset_seed_s(tmp_path: Path) -> None:
+    """A zoo model trained with seed S has seen dataset seed S's items and no other seed's."""
+    from maskfactory.tasks.zoo import training_samples
+
+    datasets.write_dataset(str(tmp_path), "semantic", n=1, seed=3)
+    item = next(datasets.iter_items(str(tmp_path)))
+    trained_on = training_samples(1, 3)[0]  # item 0 cycles to the first task, semantic
+    assert np.array_equal(trained_on.image, item.image)
+    assert not np.array_equal(training_samples(1, 4)[0].image, item.image)

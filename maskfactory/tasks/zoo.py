@@ -39,16 +39,17 @@ from maskfactory.simulators.clicker import evaluate_noc, summarize_noc
 from maskfactory.simulators.world import CLASSES, TASKS, Sample, make_sample
 
 ZOO_MODELS = ("tiny-sam", "tiny-clip")
-# Training data come from seeds below this; evaluation sets are made with `world make --seed 1` or
-# higher, whose items use seeds from datasets.SEED_STRIDE on (see datasets.py), so they never overlap.
-TRAIN_SEED_BASE = 0
 
 
 def training_samples(n: int, seed: int, domain: str = "natural") -> list[Sample]:
-    """``n`` world samples cycling through the five tasks (so every kind of instance is seen)."""
+    """``n`` world samples cycling through the five tasks (so every kind of instance is seen).
+
+    Item ``i`` uses the seed that item ``i`` of a ``world make --seed <seed>`` dataset uses, so a zoo
+    model trained with seed ``s`` has seen dataset seed ``s``'s items and no other: evaluate it on
+    datasets made with any other seed.
+    """
     return [
-        make_sample(TASKS[i % len(TASKS)], domain, seed=TRAIN_SEED_BASE + seed * 100_000 + i)
-        for i in range(n)
+        make_sample(TASKS[i % len(TASKS)], domain, seed=seed * datasets.SEED_STRIDE + i) for i in range(n)
     ]
 
 
@@ -89,7 +90,6 @@ def train_zoo_model(
     """Train a zoo model from scratch on the world; returns (checkpoint URI, version, summary)."""
     if name not in ZOO_MODELS:
         raise ValueError(f"unknown zoo model {name!r}; known: {', '.join(ZOO_MODELS)}")
-    torch.manual_seed(seed)
     out = out or str(zoo_path(f"{name}.pt"))
     if name == "tiny-sam":
         training = TinySamTraining(seed=seed, **({"steps": steps} if steps else {}))
