@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from micro_models import MICRO_SAM
 from scipy.ndimage import distance_transform_edt
 
 from maskfactory.models.clip import image_normalization, tokenizer_for
 from maskfactory.models.interactive import SamClickSegmenter
 from maskfactory.models.predictor import BatchedSamPredictor
-from maskfactory.models.sam import SamConfig, build_sam
+from maskfactory.models.sam import build_sam
 from maskfactory.models.zoo.train_clip import (
     CaptionedImage,
     TinyClipTraining,
@@ -17,22 +18,9 @@ from maskfactory.models.zoo.train_clip import (
     train_tiny_clip,
     zero_shot_accuracy,
 )
-from maskfactory.models.zoo.train_sam import TinySamTraining, TrainingSample, train_tiny_sam
+from maskfactory.models.zoo.train_sam import TinySamTraining, TrainingSample, _next_points, train_tiny_sam
 from maskfactory.simulators.clicker import Click
 
-# Small enough to train in seconds: 64 px inputs, a 4x4 embedding grid, 16x16 low-res masks.
-MICRO_SAM = SamConfig(
-    image_size=64,
-    encoder_embed_dim=32,
-    encoder_depth=2,
-    encoder_num_heads=2,
-    encoder_global_attn_indexes=(1,),
-    encoder_window_size=2,
-    prompt_embed_dim=32,
-    decoder_mlp_dim=64,
-    decoder_num_heads=2,
-    iou_head_hidden_dim=32,
-)
 COLORS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 230)}
 
 
@@ -95,6 +83,34 @@ def test_sam_recipe_learns_and_is_reproducible() -> None:
         torch.equal(a, b)
         for a, b in zip(again.state_dict().values(), twice.state_dict().values(), strict=True)
     )
+
+
+def test_training_clicks_follow_the_error() -> None:
+    """Deepest-point clicks land where RITM's clicker clicks (on the 64x64 grid, at the cell centre);
+    uniform ones land inside the error with its label; nothing to correct gives a padding point."""
+    gt = torch.zeros(2, 256, 256)
+    gt[:, 64:192, 96:160] = 1.0  # a 128 x 64 box
+    gt_low = torch.nn.functional.avg_pool2d(gt[:, None], 4)[:, 0]
+    empty = torch.full((2, 64, 64), -5.0)
+    gen = torch.Generator().manual_seed(0)
+    deepest = TinySamTraining(deepest_point_prob=1.0)
+    coords, labels = _next_points(gt, gt_low, empty, deepest, gen)
+    assert labels.tolist() == [[1.0], [1.0]]
+    x, y = coords[0, 0].tolist()
+    # On the box's central ridge: 32 px (8 cells) from both long sides, at least as far from the ends.
+    assert 124 <= x <= 132 and 92 <= y <= 164, (x, y)
+
+    too_big = empty.clone()
+    too_big[:, 8:56, 16:48] = 5.0  # a prediction reaching 32 px beyond the box on every side
+    uniform = TinySamTraining(deepest_point_prob=0.0)
+    coords, labels = _next_points(gt, gt_low, too_big, uniform, gen)
+    for (x, y), label in zip(coords[:, 0].long().tolist(), labels[:, 0].tolist(), strict=True):
+        assert label == 0.0 and gt[0, y, x] == 0  # a negative click on the false alarm
+        assert 32 <= y < 224 and 64 <= x < 192
+
+    nothing = torch.zeros_like(gt)  # an empty target and an empty prediction: nothing to correct
+    _, labels = _next_points(nothing, nothing[:, ::4, ::4], empty, deepest, gen)
+    assert labels.tolist() == [[-1.0], [-1.0]]
 
 
 def test_segmenter_encodes_each_image_once() -> None:

@@ -41,15 +41,23 @@ from maskfactory.simulators.world import CLASSES, TASKS, Sample, make_sample
 ZOO_MODELS = ("tiny-sam", "tiny-clip")
 
 
-def training_samples(n: int, seed: int, domain: str = "natural") -> list[Sample]:
-    """``n`` world samples cycling through the five tasks (so every kind of instance is seen).
+def training_samples(
+    n: int,
+    seed: int,
+    domain: str = "natural",
+    tasks: tuple[str, ...] = TASKS,
+    n_objects: int | None = None,
+) -> list[Sample]:
+    """``n`` world samples cycling through ``tasks`` (by default all five, so every kind of instance is
+    seen), each with ``n_objects`` objects (default: drawn from its seed).
 
     Item ``i`` uses the seed that item ``i`` of a ``world make --seed <seed>`` dataset uses, so a zoo
     model trained with seed ``s`` has seen dataset seed ``s``'s items and no other: evaluate it on
     datasets made with any other seed.
     """
     return [
-        make_sample(TASKS[i % len(TASKS)], domain, seed=seed * datasets.SEED_STRIDE + i) for i in range(n)
+        make_sample(tasks[i % len(tasks)], domain, seed=seed * datasets.SEED_STRIDE + i, n_objects=n_objects)
+        for i in range(n)
     ]
 
 
@@ -100,8 +108,12 @@ def train_zoo_model(
     else:
         training = TinyClipTraining(seed=seed, **({"steps": steps} if steps else {}))
         size = clip_models.TINY_CLIP["vision_cfg"]["image_size"]
-        samples = training_samples(pool_size or 3000, seed)
-        pool = [CaptionedImage(_resize(s.image, size), clip_captions(s)) for s in samples]
+        # Scenes of every task, plus as many single-object semantic scenes: the images whose class
+        # zero-shot classification is measured on (and where a class caption is unambiguous).
+        n = pool_size or 3600
+        singles = training_samples(n // 2, seed, tasks=("semantic",), n_objects=1)
+        samples = training_samples(n - n // 2, seed) + singles
+        pool = [CaptionedImage(square_resize(s.image, size), clip_captions(s)) for s in samples]
         model, summary = train_tiny_clip(clip_models.TINY_CLIP, pool, training, log=log)
         kind, config = "clip", clip_models.TINY_CLIP
     summary = {**summary, "pool_size": len(pool), "domain": "natural", "tasks": list(TASKS)}
@@ -110,7 +122,7 @@ def train_zoo_model(
     return out, version, summary
 
 
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
+def square_resize(image: np.ndarray, size: int) -> np.ndarray:
     """(H, W, 3) uint8 -> (size, size, 3) uint8, antialiased."""
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
     x = F.interpolate(x, (size, size), mode="bilinear", antialias=True, align_corners=False)
@@ -158,7 +170,7 @@ def evaluate_tiny_clip(
     for item in datasets.iter_items(data, settings, limit):
         kinds = [k for k in item.row["object_kinds"] if k in CLASSES]  # type: ignore[union-attr]
         if len(kinds) == 1:
-            images.append(_resize(item.image, loaded.image_size))
+            images.append(square_resize(item.image, loaded.image_size))
             labels.append(CLASSES.index(kinds[0]))
     if not images:
         raise ValueError(

@@ -3,11 +3,16 @@
 Per step, for a batch of images and a few instances in each:
 
 1. The first prompt is, with equal probability, the instance's bounding box with noise (each corner
-   moved by a normal with 10% of the box side as standard deviation, at most 20 px) or one point drawn
-   uniformly inside the instance.
-2. ``correction_iters`` times, a corrective point is drawn uniformly from the error region of the
-   previous prediction (positive on a miss, negative on a false alarm) and added to the prompts, with
-   the previous low-res logits as the mask prompt (detached, as SAM does).
+   moved by a normal with 10% of the box side as standard deviation, at most 20 px) or one point inside
+   the instance.
+2. ``correction_iters`` times, a corrective point is added from the error region of the previous
+   prediction (positive on a miss, negative on a false alarm), with the previous low-res logits as the
+   mask prompt (detached, as SAM does).
+
+Where a point comes from is our choice. SAM draws every point uniformly from its region; we do that for
+half of them and put the other half where RITM's clicker (and so every NoC evaluation) clicks: at the
+point deepest inside the error, found on the decoder's 64x64 grid so that it costs little. Uniform
+points teach the model to use any click, deepest points the clicks it will get when measured.
 3. Mask loss = 20 x focal + 1 x dice against the instance (on the low-res grid, see _step_loss); for
    the ambiguous first point prompt SAM predicts three masks and back-propagates only the lowest-loss
    one. The IoU head regresses the actual IoU of each predicted mask with an MSE loss.
@@ -16,7 +21,9 @@ The data come in as a pool of samples (the CLI fills it from the synthetic world
 knows nothing about where images come from. Scale choices (steps, batch, learning rate, corrections)
 are ours: SAM trains for 90k iterations with 256 images per batch and 11 interactive iterations; ours
 must fit in 45 minutes on 2 CPU cores, so we use 2600 steps of 8 images (4 instances each) and 2
-corrections.
+corrections. More corrections per step over fewer instances (6 per step, 6 images x 3, 1700 steps in
+the same time) did worse: the model took 1000 steps instead of 400 to start predicting anything and
+ended behind (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -34,16 +41,18 @@ from torchvision.ops import sigmoid_focal_loss
 from maskfactory.models.predictor import decode_masks
 from maskfactory.models.sam import SamConfig, build_sam
 from maskfactory.models.zoo.common import mean_of, warmup_cosine
+from maskfactory.simulators.clicker import next_click
 
 
 @dataclass
 class TinySamTraining:
     """Hyper-parameters of one tiny-sam training run."""
 
-    steps: int = 2600
+    steps: int = 2600  # about 0.9 s each on 2 idle cores
     images_per_step: int = 8
     instances_per_image: int = 4
     correction_iters: int = 2
+    deepest_point_prob: float = 0.5  # share of points placed as RITM's clicker does, not uniformly
     lr: float = 8e-4  # AdamW, as SAM (which uses 8e-4 with a 256-image batch)
     weight_decay: float = 0.1
     warmup_steps: int = 100
@@ -143,14 +152,15 @@ def _step_loss(
     m, size = gt.shape[0], gt.shape[-1]
     use_box = torch.rand(m, generator=gen) < 0.5
     boxes = _noisy_boxes(gt, training, gen)
-    coords, labels = _sample_points(gt, gt > 0.5, gen)  # one point inside the instance
-    labels = torch.where(use_box[:, None], -1.0, labels)  # box-started sets: no point yet
-
     # Losses are computed on the decoder's own low-res grid (4g x 4g, 64 x 64 for tiny-sam) against the
     # instance's foreground fraction in each cell: 16x fewer pixels than the input frame, which is most of
-    # the step's cost otherwise. Corrective clicks are drawn at full resolution.
+    # the step's cost otherwise. Uniform corrective clicks are drawn at full resolution.
     low_size = 4 * features.shape[-1]
     gt_low = F.avg_pool2d(gt[:, None], size // low_size)[:, 0]
+    nothing = torch.zeros(m, low_size, low_size)  # logits of an empty prediction
+    coords, labels = _next_points(gt, gt_low, nothing, training, gen)  # one point inside the instance
+    labels = torch.where(use_box[:, None], -1.0, labels)  # box-started sets: no point yet
+
     losses, ious = [], []
     previous = None
     for it in range(training.correction_iters + 1):
@@ -186,14 +196,42 @@ def _step_loss(
         pred = F.interpolate(kept, (size, size), mode="bilinear", align_corners=False)[:, 0] > 0
         ious.append(_iou(pred, gt > 0.5).mean().item())
         if it < training.correction_iters:
-            new_coords, new_labels = _sample_points(gt, pred != (gt > 0.5), gen)
+            new_coords, new_labels = _next_points(gt, gt_low, kept[:, 0], training, gen)
             coords = torch.cat([coords, new_coords], dim=1)
             labels = torch.cat([labels, new_labels], dim=1)
     loss = torch.stack(losses).mean()
     return loss, {"loss": loss.item(), "iou_first": ious[0], "iou_last": ious[-1]}
 
 
-def _sample_points(
+def _next_points(
+    gt: torch.Tensor,
+    gt_low: torch.Tensor,
+    logits_low: torch.Tensor,
+    training: TinySamTraining,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next click on each mask, given the prediction so far (all zeros before the first click).
+
+    gt (M, S, S) float, gt_low (M, s, s) foreground fractions, logits_low (M, s, s) low-res logits.
+    Returns coords (M, 1, 2) x/y in input pixels and labels (M, 1): 1 on a miss, 0 on a false alarm,
+    -1 (a padding point SAM ignores) where there is nothing left to correct.
+    """
+    m, size, low = gt.shape[0], gt.shape[-1], gt_low.shape[-1]
+    pred = F.interpolate(logits_low[:, None], (size, size), mode="bilinear", align_corners=False)[:, 0] > 0
+    pred_low = (logits_low > 0).numpy()
+    coords, labels = _uniform_points(gt, pred != (gt > 0.5), gen)
+    deepest = (torch.rand(m, generator=gen) < training.deepest_point_prob).nonzero().squeeze(1)
+    cell = size / low
+    for i in deepest.tolist():
+        click = next_click(pred_low[i], gt_low[i].numpy() > 0.5)
+        if click is None:  # perfect on the coarse grid: keep the uniform point of the fine one
+            continue
+        coords[i, 0] = torch.tensor([click.x, click.y]) * cell + (cell - 1) / 2  # the cell's centre
+        labels[i, 0] = float(click.positive)
+    return coords, labels
+
+
+def _uniform_points(
     gt: torch.Tensor, region: torch.Tensor, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One pixel drawn uniformly from ``region`` per mask: coords (M, 1, 2) x/y, labels (M, 1).
@@ -202,10 +240,11 @@ def _sample_points(
     region is empty gets a padding point (label -1) that SAM ignores.
     """
     m, w = gt.shape[0], gt.shape[-1]
-    weights = region.reshape(m, -1).float()
-    empty = weights.sum(1) == 0
-    weights[empty] = 1.0
-    flat = torch.multinomial(weights, 1, generator=gen).squeeze(1)
+    counts = region.reshape(m, -1).cumsum(1)  # inverse-CDF sampling: far cheaper than torch.multinomial
+    total = counts[:, -1]
+    empty = total == 0
+    draw = (torch.rand(m, generator=gen) * total.clamp(min=1)).long()
+    flat = torch.searchsorted(counts, draw[:, None], right=True).squeeze(1).clamp(max=counts.shape[1] - 1)
     ys, xs = flat // w, flat % w
     labels = gt.reshape(m, -1)[torch.arange(m), flat].float()
     labels[empty] = -1.0
