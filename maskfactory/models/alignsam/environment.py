@@ -42,7 +42,9 @@ def state_of(features: torch.Tensor, low_res_logits: torch.Tensor) -> torch.Tens
 
 
 def point_rewards(points: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """+1 where a point (B, 2) x/y in pixels lies on foreground of gt (B, H, W) bool, else -1; (B,)."""
+    """+1 where a point (B, 2) x/y in pixels lies on foreground of gt (B, H, W) bool, else -1; (B,).
+
+    Points and gt share one frame: SAM's input frame when the points come from ``points()``."""
     h, w = gt.shape[-2:]
     cols = points[:, 0].long().clamp(0, w - 1)
     rows = points[:, 1].long().clamp(0, h - 1)
