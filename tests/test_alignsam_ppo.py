@@ -30,39 +30,44 @@ def bright_squares(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(images), torch.from_numpy(masks)
 
 
+def uniform_policy(channels: int, grid: int) -> ActorCritic:
+    """An actor with zero weights on its head: every allowed action equally likely."""
+    policy = ActorCritic(channels, grid)
+    torch.nn.init.zeros_(policy.actor.weight)
+    torch.nn.init.zeros_(policy.actor.bias)
+    return policy
+
+
 def foreground_rate(
-    env: PromptingEnvironment, policy: ActorCritic | None, images: torch.Tensor, gt: torch.Tensor, seed: int
+    env: PromptingEnvironment, policy: ActorCritic, images: torch.Tensor, gt: torch.Tensor, seed: int
 ) -> float:
-    """Share of chosen points on foreground over one episode; policy None = uniformly random actions."""
-    config = PPOConfig(steps=3)
+    """Share of chosen points on foreground over one 3-step episode per image."""
     features = env.sam.image_encoder(images)
     start = Prompts(
         torch.tensor([[[1.0, 1.0]]]).expand(len(images), -1, -1), torch.full((len(images), 1), -1)
     )
-    random = ActorCritic(features.shape[1], env.grid)
-    if policy is None:  # zero weights on the actor head: every allowed action equally likely
-        torch.nn.init.zeros_(random.actor.weight)
-        torch.nn.init.zeros_(random.actor.bias)
     episode, _ = rollout(
         env,
-        policy or random,
+        policy,
         features,
         start,
         label=lambda points, state: torch.ones(len(points), dtype=torch.long),
         reward=lambda points: point_rewards(points, gt),
-        config=config,
+        config=PPOConfig(steps=3),
         generator=torch.Generator().manual_seed(seed),
     )
     return (episode.rewards > 0).float().mean().item()
 
 
 def test_a_short_ppo_run_beats_random_actions() -> None:
-    """The policy learns to prompt the bright square; random actions hit it about 15% of the time."""
+    """The policy learns to prompt the bright square; uniform actions hit it about 12% of the time
+    (0.865 against 0.115 seen)."""
     torch.manual_seed(0)
     sam = build_sam(MICRO_SAM)
     env = PromptingEnvironment(sam, grid=8, frame=(64, 64))
     config = PPOConfig(steps=3, epochs=4, lr=3e-3)
-    policy = ActorCritic(MICRO_SAM.prompt_embed_dim, env.grid)
+    policy_channels = MICRO_SAM.prompt_embed_dim
+    policy = ActorCritic(policy_channels, env.grid)
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)
     generator = torch.Generator().manual_seed(0)
     images, gt = bright_squares(64, seed=0)
@@ -85,5 +90,5 @@ def test_a_short_ppo_run_beats_random_actions() -> None:
     test_images, test_gt = bright_squares(32, seed=1)
     with torch.no_grad():
         learned = foreground_rate(env, policy, test_images, test_gt, seed=2)
-        random = foreground_rate(env, None, test_images, test_gt, seed=2)
+        random = foreground_rate(env, uniform_policy(policy_channels, env.grid), test_images, test_gt, seed=2)
     assert learned > random + 0.3, (learned, random)

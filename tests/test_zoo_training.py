@@ -85,16 +85,22 @@ def test_sam_recipe_learns_and_is_reproducible() -> None:
     )
 
 
+def upsampled(logits_low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A prediction as the training step hands it on: upsampled 4x as SAM does, and on its own grid."""
+    up = torch.nn.functional.interpolate(logits_low[:, None], scale_factor=4, mode="bilinear")[:, 0]
+    return up > 0, logits_low > 0
+
+
 def test_training_clicks_follow_the_error() -> None:
     """Deepest-point clicks land where RITM's clicker clicks (on the 64x64 grid, at the cell centre);
     uniform ones land inside the error with its label; nothing to correct gives a padding point."""
     gt = torch.zeros(2, 256, 256)
     gt[:, 64:192, 96:160] = 1.0  # a 128 x 64 box
     gt_low = torch.nn.functional.avg_pool2d(gt[:, None], 4)[:, 0]
-    empty = torch.full((2, 64, 64), -5.0)
+    empty = torch.full((2, 64, 64), -5.0)  # low-res logits of an empty prediction
     gen = torch.Generator().manual_seed(0)
     deepest = TinySamTraining(deepest_point_prob=1.0)
-    coords, labels = _next_points(gt, gt_low, empty, deepest, gen)
+    coords, labels = _next_points(gt, gt_low, *upsampled(empty), deepest, gen)
     assert labels.tolist() == [[1.0], [1.0]]
     x, y = coords[0, 0].tolist()
     # On the box's central ridge: 32 px (8 cells) from both long sides, at least as far from the ends.
@@ -103,13 +109,13 @@ def test_training_clicks_follow_the_error() -> None:
     too_big = empty.clone()
     too_big[:, 8:56, 16:48] = 5.0  # a prediction reaching 32 px beyond the box on every side
     uniform = TinySamTraining(deepest_point_prob=0.0)
-    coords, labels = _next_points(gt, gt_low, too_big, uniform, gen)
+    coords, labels = _next_points(gt, gt_low, *upsampled(too_big), uniform, gen)
     for (x, y), label in zip(coords[:, 0].long().tolist(), labels[:, 0].tolist(), strict=True):
         assert label == 0.0 and gt[0, y, x] == 0  # a negative click on the false alarm
         assert 32 <= y < 224 and 64 <= x < 192
 
     nothing = torch.zeros_like(gt)  # an empty target and an empty prediction: nothing to correct
-    _, labels = _next_points(nothing, nothing[:, ::4, ::4], empty, deepest, gen)
+    _, labels = _next_points(nothing, nothing[:, ::4, ::4], *upsampled(empty), deepest, gen)
     assert labels.tolist() == [[-1.0], [-1.0]]
 
 

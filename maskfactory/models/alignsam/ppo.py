@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from maskfactory.models.alignsam.environment import PromptingEnvironment, Prompts
+from maskfactory.models.alignsam.layers import conv_block
 
 
 @dataclass
@@ -34,11 +35,9 @@ class PPOConfig:
     clip: float = 0.2  # ratio clipping epsilon (paper)
     epochs: int = 20  # K: update epochs per episode (paper)
     steps: int = 15  # T: prompting steps per episode (paper)
-    episodes: int = 50  # training episodes (paper)
     lr: float = 1e-4  # Adam (paper)
     value_weight: float = 0.5  # ours: critic loss weight in the joint loss
     mask_chosen: bool = True  # ours: never choose the same patch twice in an episode
-    hidden: int = 64  # ours: conv width of the network
 
 
 class ActorCritic(nn.Module):
@@ -47,14 +46,7 @@ class ActorCritic(nn.Module):
     def __init__(self, channels: int, grid: int, hidden: int = 64) -> None:
         super().__init__()
         self.grid = grid
-        self.body = nn.Sequential(
-            nn.Conv2d(channels, hidden, 3, padding=1),
-            nn.GroupNorm(8, hidden),
-            nn.ReLU(),
-            nn.Conv2d(hidden, hidden, 3, padding=1),
-            nn.GroupNorm(8, hidden),
-            nn.ReLU(),
-        )
+        self.body = nn.Sequential(conv_block(channels, hidden), conv_block(hidden, hidden))
         self.actor = nn.Conv2d(hidden, 1, 1)
         self.critic = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 

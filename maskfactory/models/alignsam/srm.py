@@ -17,8 +17,7 @@ label of a point is whether the SRM's probability there is above one half.
 
 Choices the paper leaves open, made here:
 - Hidden width 64 (tiny-sam's embedding has 128 channels, vit_b's 256): enough for a g x g map.
-- Conv blocks are 3x3 conv + GroupNorm + ReLU: batches here are a handful of images, too few for
-  BatchNorm's statistics.
+- Conv blocks are 3x3 conv + GroupNorm + ReLU (``layers.conv_block``).
 - Self-attention has 4 heads with a learned positional embedding per grid cell, and a residual
   connection around it so that the branch starts close to a plain conv net.
 """
@@ -29,12 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maskfactory.models.alignsam.environment import patch_centres, state_of
+from maskfactory.models.alignsam.layers import conv_block
+from maskfactory.models.losses import soft_dice
+
 HIDDEN = 64
-
-
-def conv_block(cin: int, cout: int) -> nn.Sequential:
-    """3x3 conv, GroupNorm, ReLU: (B, cin, g, g) -> (B, cout, g, g)."""
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.ReLU())
 
 
 class ImplicitBranch(nn.Module):
@@ -86,22 +84,18 @@ class SemanticRecalibration(nn.Module):
     def forward(
         self, features: torch.Tensor, previous_logits: torch.Tensor, text_map: torch.Tensor | None = None
     ) -> torch.Tensor:
-        grid = features.shape[-2:]
-        spatial = features * F.adaptive_avg_pool2d(previous_logits.sigmoid(), grid)
+        spatial = state_of(features, previous_logits)  # the agent's state, equation 4
         if not self.explicit:
             return self.head(self.branch(spatial))
         if text_map is None:
             raise ValueError("the explicit SRM branch needs the CLIP Surgery text map")
-        text = F.interpolate(text_map[:, None], grid, mode="bilinear", align_corners=False)
+        text = F.interpolate(text_map[:, None], features.shape[-2:], mode="bilinear", align_corners=False)
         return self.head(self.branch(features * text, spatial))
 
 
 def srm_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Equation 13, Dice + BCE: logits (B, 1, g, g), target (B, 1, g, g) foreground fractions."""
-    bce = F.binary_cross_entropy_with_logits(logits, target)
-    p = logits.sigmoid()
-    dice = 1 - (2 * (p * target).sum((1, 2, 3)) + 1) / (p.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)
-    return bce + dice.mean()
+    return F.binary_cross_entropy_with_logits(logits, target) + soft_dice(logits, target).mean()
 
 
 def point_labels(logits: torch.Tensor, points: torch.Tensor, frame_size: int) -> torch.Tensor:
@@ -120,12 +114,10 @@ def extreme_points(
     size inside SAM's square input frame of ``frame_size`` px, where the rest is padding; default:
     all of it). Returns coords (B, 2, 2) x/y in px and labels (B, 2) = (1, 0)."""
     b, g = logits.shape[0], logits.shape[-1]
-    centres = (torch.arange(g, dtype=torch.float32) + 0.5) * frame_size / g
+    centres = patch_centres(g, frame_size, frame_size)  # (g*g, 2) x/y, row-major like the flat logits
     h, w = image_hw or (frame_size, frame_size)
-    on_image = ((centres[:, None] < h) & (centres[None, :] < w)).flatten()  # (g*g,) row-major
+    on_image = (centres[:, 0] < w) & (centres[:, 1] < h)
     flat = logits.reshape(b, -1)
     best = flat.masked_fill(~on_image, float("-inf")).argmax(1)
     worst = flat.masked_fill(~on_image, float("inf")).argmin(1)
-    cells = torch.stack([best, worst], dim=1)  # (B, 2)
-    coords = torch.stack([centres[cells % g], centres[cells // g]], dim=-1)
-    return coords, torch.tensor([[1, 0]]).expand(b, -1)
+    return centres[torch.stack([best, worst], dim=1)], torch.tensor([[1, 0]]).expand(b, -1)

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from segment_anything.modeling import Sam
 from torchvision.ops import sigmoid_focal_loss
 
+from maskfactory.models.losses import soft_dice
 from maskfactory.models.predictor import decode_masks
 from maskfactory.models.sam import SamConfig, build_sam
 from maskfactory.models.zoo.common import mean_of, warmup_cosine
@@ -157,8 +158,9 @@ def _step_loss(
     # the step's cost otherwise. Uniform corrective clicks are drawn at full resolution.
     low_size = 4 * features.shape[-1]
     gt_low = F.avg_pool2d(gt[:, None], size // low_size)[:, 0]
-    nothing = torch.zeros(m, low_size, low_size)  # logits of an empty prediction
-    coords, labels = _next_points(gt, gt_low, nothing, training, gen)  # one point inside the instance
+    # The first point is the "next click" on an empty prediction: a point inside the instance.
+    nothing, nothing_low = torch.zeros_like(gt, dtype=torch.bool), torch.zeros_like(gt_low, dtype=torch.bool)
+    coords, labels = _next_points(gt, gt_low, nothing, nothing_low, training, gen)
     labels = torch.where(use_box[:, None], -1.0, labels)  # box-started sets: no point yet
 
     losses, ious = [], []
@@ -185,7 +187,8 @@ def _step_loss(
             keep = slice(1, None) if (first and not group_is_box) else slice(0, 1)
             low, iou_pred = all_logits[:, keep], iou_pred[:, keep]
             target = gt_low[sel, None].expand_as(low)
-            per_mask = training.focal_weight * _focal(low, target) + training.dice_weight * _dice(low, target)
+            per_mask = training.focal_weight * _focal(low, target)
+            per_mask = per_mask + training.dice_weight * soft_dice(low, target)
             rows, best = torch.arange(len(sel)), per_mask.argmin(dim=1)
             mask_loss = mask_loss + per_mask[rows, best].sum()
             actual_iou = _iou(low.detach() > 0, target > 0.5)
@@ -196,7 +199,7 @@ def _step_loss(
         pred = F.interpolate(kept, (size, size), mode="bilinear", align_corners=False)[:, 0] > 0
         ious.append(_iou(pred, gt > 0.5).mean().item())
         if it < training.correction_iters:
-            new_coords, new_labels = _next_points(gt, gt_low, kept[:, 0], training, gen)
+            new_coords, new_labels = _next_points(gt, gt_low, pred, kept[:, 0] > 0, training, gen)
             coords = torch.cat([coords, new_coords], dim=1)
             labels = torch.cat([labels, new_labels], dim=1)
     loss = torch.stack(losses).mean()
@@ -206,24 +209,24 @@ def _step_loss(
 def _next_points(
     gt: torch.Tensor,
     gt_low: torch.Tensor,
-    logits_low: torch.Tensor,
+    pred: torch.Tensor,
+    pred_low: torch.Tensor,
     training: TinySamTraining,
     gen: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The next click on each mask, given the prediction so far (all zeros before the first click).
+    """The next click on each mask, given the prediction so far (empty before the first click).
 
-    gt (M, S, S) float, gt_low (M, s, s) foreground fractions, logits_low (M, s, s) low-res logits.
-    Returns coords (M, 1, 2) x/y in input pixels and labels (M, 1): 1 on a miss, 0 on a false alarm,
-    -1 (a padding point SAM ignores) where there is nothing left to correct.
+    gt (M, S, S) float, gt_low (M, s, s) foreground fractions; pred (M, S, S) and pred_low (M, s, s)
+    bool: the prediction upsampled as SAM does and on the decoder's grid. Returns coords (M, 1, 2) x/y
+    in input pixels and labels (M, 1): 1 on a miss, 0 on a false alarm, -1 (a padding point SAM
+    ignores) where there is nothing left to correct.
     """
     m, size, low = gt.shape[0], gt.shape[-1], gt_low.shape[-1]
-    pred = F.interpolate(logits_low[:, None], (size, size), mode="bilinear", align_corners=False)[:, 0] > 0
-    pred_low = (logits_low > 0).numpy()
     coords, labels = _uniform_points(gt, pred != (gt > 0.5), gen)
     deepest = (torch.rand(m, generator=gen) < training.deepest_point_prob).nonzero().squeeze(1)
     cell = size / low
     for i in deepest.tolist():
-        click = next_click(pred_low[i], gt_low[i].numpy() > 0.5)
+        click = next_click(pred_low[i].numpy(), gt_low[i].numpy() > 0.5)
         if click is None:  # perfect on the coarse grid: keep the uniform point of the fine one
             continue
         coords[i, 0] = torch.tensor([click.x, click.y]) * cell + (cell - 1) / 2  # the cell's centre
@@ -270,13 +273,6 @@ def _noisy_boxes(gt: torch.Tensor, training: TinySamTraining, gen: torch.Generat
 def _focal(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-mask mean sigmoid focal loss (alpha 0.25, gamma 2), shape (M, K)."""
     return sigmoid_focal_loss(logits, target, alpha=0.25, gamma=2.0, reduction="none").mean((-2, -1))
-
-
-def _dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-mask soft dice loss, shape (M, K)."""
-    p = logits.sigmoid()
-    inter = (p * target).sum((-2, -1))
-    return 1 - (2 * inter + 1) / (p.sum((-2, -1)) + target.sum((-2, -1)) + 1)
 
 
 def _iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
