@@ -19,10 +19,9 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from maskfactory.models.clip import TINY_CLIP, build_clip
-from maskfactory.models.zoo.train_clip import normalize_images
+from maskfactory.models.clip import TINY_CLIP, build_clip, normalize_images, square_resize
 from maskfactory.simulators.world import CLASSES
-from maskfactory.tasks.zoo import square_resize, training_samples
+from maskfactory.tasks.zoo import training_samples
 
 
 def scenes(n: int, seed: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:

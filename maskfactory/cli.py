@@ -24,7 +24,9 @@ zoo_app = typer.Typer(help="The bundled tiny models: train them on the world, ev
 app.add_typer(table_app, name="table")
 app.add_typer(models_app, name="models")
 app.add_typer(world_app, name="world", no_args_is_help=True)
+policy_app = typer.Typer(help="AlignSAM prompting agents: train one per task, evaluate them.")
 app.add_typer(zoo_app, name="zoo", no_args_is_help=True)
+app.add_typer(policy_app, name="policy", no_args_is_help=True)
 
 console = Console()
 
@@ -136,6 +138,66 @@ def zoo_eval(
         result = zoo.evaluate_tiny_clip(data, checkpoint, limit)
     else:
         raise typer.BadParameter(f"unknown zoo model {name!r}; known: {', '.join(zoo.ZOO_MODELS)}")
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        console.print(result)
+
+
+@policy_app.command("train")
+def policy_train(
+    task: str = typer.Option(..., help="semantic, saliency, shadow, blur or glass."),
+    data: str = typer.Option(..., help="A labelled dataset folder (from `maskfactory world make`)."),
+    out: str = typer.Option(..., help="Checkpoint URI to write (local path or s3://)."),
+    shots: int = typer.Option(50, min=1, help="Training images (the rest: up to 20 for validation)."),
+    seed: int = typer.Option(0, help="Seed of the few-shot split and of training."),
+    branch: str | None = typer.Option(None, help="SRM branch, implicit or explicit (default: the task's)."),
+    episodes: int = typer.Option(50, min=1, help="Passes over the few-shot set (the paper's 50)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Train an AlignSAM agent (policy and SRM) for one task on a few-shot set."""
+    from maskfactory.tasks.policy import train_policy
+
+    if branch not in (None, "implicit", "explicit"):
+        raise typer.BadParameter(f"--branch must be implicit or explicit, got {branch!r}")
+    with progress_bar(f"AlignSAM {task} episodes", episodes) as advance:
+        uri, version, summary = train_policy(
+            task,
+            data,
+            out,
+            shots=shots,
+            seed=seed,
+            explicit=None if branch is None else branch == "explicit",
+            log=lambda row: advance(1),
+            episodes=episodes,
+        )
+    if as_json:
+        print(json.dumps({"uri": uri, "version": version, **summary}, indent=2))
+    else:
+        console.print(f"AlignSAM {task} {version}: {uri}")
+        console.print({"validation": summary["validation"]})
+
+
+@policy_app.command("eval")
+def policy_eval(
+    task: str = typer.Option(..., help="semantic, saliency, shadow, blur or glass."),
+    data: str = typer.Option(..., help="A labelled dataset folder, held out from training."),
+    policy: str | None = typer.Option(None, help="Agent checkpoint URI (default: the zoo's for the task)."),
+    ablation: str = typer.Option("full", help="full, no-rl, no-srm or single-step."),
+    shots: int | None = typer.Option(None, min=1, help="Refuse an agent trained with another shot count."),
+    steps: int | None = typer.Option(None, min=0, help="Prompting steps T (default: the agent's)."),
+    limit: int | None = typer.Option(None, min=1, help="Evaluate only the task's first N items."),
+    seed: int = typer.Option(0, help="Seed of the random actions of no-rl."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+) -> None:
+    """mIoU, MAE, BER, F-beta, E-measure and the foreground rate of an agent on a task's items."""
+    from maskfactory.tasks.policy import evaluate_policy
+
+    try:
+        result = evaluate_policy(task, data, policy, ablation, shots, steps, limit, seed)
+    except (ValueError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
     if as_json:
         print(json.dumps(result, indent=2))
     else:

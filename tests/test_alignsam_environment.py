@@ -55,9 +55,9 @@ def test_each_step_adds_one_labelled_point_and_answers_every_image() -> None:
     first = env.answer(features, prompts)
     assert first.low_res_logits.shape == (3, 1, 16, 16) and first.iou_prediction.shape == (3,)
     assert first.state.shape == features.shape
-    prompts, answer = env.step(features, prompts, torch.tensor([0, 5, 15]), torch.tensor([1, 0, 1]))
+    prompts, answer = env.step(features, prompts, torch.tensor([0, 5, 15]), torch.tensor([1, 0, 1]), first)
     assert prompts.coords.shape == (3, 3, 2) and prompts.labels[:, -1].tolist() == [1, 0, 1]
     assert prompts.coords[:, -1].tolist() == [[6.0, 8.0], [18.0, 24.0], [42.0, 56.0]]
     assert not torch.allclose(answer.low_res_logits, first.low_res_logits)
     with pytest.raises(ValueError, match="actions"):
-        env.step(features, prompts, torch.tensor([0, 16, 1]), torch.tensor([1, 1, 1]))
+        env.step(features, prompts, torch.tensor([0, 16, 1]), torch.tensor([1, 1, 1]), answer)

@@ -78,5 +78,5 @@ def test_labels_and_first_prompts_come_from_the_srm_map() -> None:
     assert point_labels(logits, points, 64).tolist() == [1, 0]
     coords, labels = extreme_points(logits, 64)
     assert coords[0].tolist() == [[40.0, 24.0], [8.0, 56.0]] and labels.tolist() == [[1, 0], [1, 0]]
-    coords, _ = extreme_points(logits, 64, image_hw=(48, 64))
+    coords, _ = extreme_points(logits, 64, frames=[(48, 64)] * len(logits))
     assert coords[1, 0].tolist() == [8.0, 8.0]  # the best cell on the image, not in the padding

@@ -7,14 +7,13 @@ import torch
 from micro_models import MICRO_SAM
 from scipy.ndimage import distance_transform_edt
 
-from maskfactory.models.clip import image_normalization, tokenizer_for
+from maskfactory.models.clip import image_normalization, normalize_images, tokenizer_for
 from maskfactory.models.interactive import SamClickSegmenter
 from maskfactory.models.predictor import BatchedSamPredictor
 from maskfactory.models.sam import build_sam
 from maskfactory.models.zoo.train_clip import (
     CaptionedImage,
     TinyClipTraining,
-    normalize_images,
     train_tiny_clip,
     zero_shot_accuracy,
 )

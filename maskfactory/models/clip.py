@@ -11,10 +11,14 @@ are refused.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import open_clip
+import torch
+import torch.nn.functional as F
 from open_clip.tokenizer import SimpleTokenizer
 
 from maskfactory.infra.checkpoints import load_checkpoint
@@ -110,3 +114,16 @@ def load_clip(
         mean=mean,
         std=std,
     )
+
+
+def square_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (size, size, 3) uint8, antialiased."""
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    x = F.interpolate(x, (size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
+
+
+def normalize_images(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(N, S, S, 3) uint8 -> (N, 3, S, S) float normalised as CLIP expects."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]

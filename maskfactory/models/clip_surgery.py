@@ -26,11 +26,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 
-from maskfactory.models.clip import LoadedClip
+from maskfactory.models.clip import LoadedClip, normalize_images, square_resize
 
 
 class ClipSurgery:
@@ -115,6 +116,31 @@ class ClipSurgery:
         sim = (sim - low) / (high - low).clamp(min=1e-8)  # a constant map becomes all zeros
         g = self.grid_size
         return sim.reshape(sim.shape[0], sim.shape[1], g, g)
+
+    def sam_frame_maps(
+        self,
+        images: Sequence[np.ndarray],
+        prompts: Sequence[str],
+        input_sizes: Sequence[tuple[int, int]],
+        frame_size: int,
+        out_size: int,
+    ) -> torch.Tensor:
+        """Each image's map for its own prompt, laid onto SAM's square input frame: (B, out, out).
+
+        images: B (H, W, 3) uint8 (any sizes; CLIP sees each squashed to its square input).
+        input_sizes: each image's (h, w) inside SAM's ``frame_size`` px input, where the rest is
+        padding; the map covers the image there and is 0 on the padding.
+        """
+        x = np.stack([square_resize(im, self.clip.image_size) for im in images])
+        x = normalize_images(x, self.clip.mean, self.clip.std).to(self.visual.conv1.weight.device)
+        unique = sorted(set(prompts))
+        maps = self.maps(x, unique)  # (B, P, g, g): every distinct prompt once per image
+        own = maps[torch.arange(len(prompts)), [unique.index(p) for p in prompts]]
+        out = own.new_zeros(len(prompts), out_size, out_size)
+        for i, (h, w) in enumerate(input_sizes):
+            hh, ww = max(1, round(h * out_size / frame_size)), max(1, round(w * out_size / frame_size))
+            out[i, :hh, :ww] = upsample(own[i][None, None], (hh, ww))[0, 0]
+        return out
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

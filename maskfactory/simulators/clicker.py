@@ -25,6 +25,8 @@ from typing import Protocol
 import numpy as np
 from scipy.ndimage import distance_transform_edt
 
+from maskfactory.models.metrics import mask_iou
+
 
 @dataclass(frozen=True)
 class Click:
@@ -52,15 +54,6 @@ def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarra
     if pred.ndim != 2 or pred.shape != gt.shape:
         raise ValueError(f"pred and gt must be 2-D masks of one shape, got {pred.shape} and {gt.shape}")
     return pred, gt
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two (H, W) bool masks; two empty masks agree everywhere, so their IoU is 1.0."""
-    a, b = _check_pair(a, b)
-    union = np.count_nonzero(a | b)
-    if union == 0:
-        return 1.0
-    return np.count_nonzero(a & b) / union
 
 
 def _depth(error: np.ndarray) -> np.ndarray:

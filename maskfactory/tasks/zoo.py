@@ -15,12 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from maskfactory.infra.checkpoints import save_checkpoint
 from maskfactory.infra.settings import Settings
 from maskfactory.models import clip as clip_models
+from maskfactory.models.clip import normalize_images, square_resize
 from maskfactory.models.interactive import SamClickSegmenter
 from maskfactory.models.predictor import BatchedSamPredictor
 from maskfactory.models.registry import load_clip_model, load_sam_model
@@ -29,7 +28,6 @@ from maskfactory.models.zoo import zoo_path
 from maskfactory.models.zoo.train_clip import (
     CaptionedImage,
     TinyClipTraining,
-    normalize_images,
     train_tiny_clip,
     zero_shot_accuracy,
 )
@@ -120,13 +118,6 @@ def train_zoo_model(
     half = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     version = save_checkpoint(out, kind, config, half, extra={"training": summary}, settings=settings)
     return out, version, summary
-
-
-def square_resize(image: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (size, size, 3) uint8, antialiased."""
-    x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
-    x = F.interpolate(x, (size, size), mode="bilinear", antialias=True, align_corners=False)
-    return x[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy()
 
 
 def evaluate_tiny_sam(

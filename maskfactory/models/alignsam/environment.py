@@ -10,14 +10,16 @@
 - Each step adds one labelled point to the image's prompt set and asks SAM for a new mask.
 
 Choices the paper leaves open, made here:
-- SAM is prompted with the points only (no previous mask as a mask prompt): the paper's prompts are
-  points, and an answer that depends on the prompt set alone keeps steps independent of history.
-- SAM answers with its single-mask output: from the first step the prompt set holds two points (a
-  positive and a negative), where SAM's multimask outputs exist to resolve one-point ambiguity.
+- SAM is asked the way SAM's own interactive protocol asks it (and the way tiny-sam was trained):
+  the first prompt set gets SAM's three multimask outputs and the one SAM rates best (its predicted
+  IoU); every later prompt set gets the single-mask output with the previous answer's low-res logits
+  as the mask prompt. Seen on tiny-sam (2026-11-22, 16 held-out saliency images, random GT points):
+  the single-mask output *without* a mask prompt gave mIoU 0.13-0.25, this protocol 0.80-0.88.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -75,17 +77,22 @@ class Answer:
     state: torch.Tensor  # (B, C, g, g), equation 4
 
 
+Frame = tuple[int, int]
+
+
 class PromptingEnvironment:
     """B episodes at once over cached SAM embeddings of B images (all resized to SAM's input frame).
 
     ``frame`` is (height, width) of the resized image inside SAM's square input (the rest is
-    padding): the action grid covers the image, not the padding.
+    padding): the action grid covers the image, not the padding. Give one frame for all B images,
+    or a sequence of B frames when their aspect ratios differ.
     """
 
-    def __init__(self, sam: Sam, grid: int, frame: tuple[int, int]) -> None:
+    def __init__(self, sam: Sam, grid: int, frame: Frame | Sequence[Frame]) -> None:
         self.sam = sam
         self.grid = grid
-        self.centres = patch_centres(grid, *frame)  # (A, 2)
+        frames = [frame] if isinstance(frame[0], int) else list(frame)
+        self.centres = torch.stack([patch_centres(grid, h, w) for h, w in frames])  # (1 or B, A, 2)
 
     @property
     def num_actions(self) -> int:
@@ -95,18 +102,36 @@ class PromptingEnvironment:
         """Actions (B,) in [0, G*G) -> (B, 2) x/y points in SAM's input frame."""
         if actions.min() < 0 or actions.max() >= self.num_actions:
             raise ValueError(f"actions must be in [0, {self.num_actions}), got {actions.tolist()}")
-        return self.centres[actions]
+        if len(self.centres) == 1:
+            return self.centres[0, actions]
+        if len(actions) != len(self.centres):
+            raise ValueError(f"{len(actions)} actions for an environment of {len(self.centres)} frames")
+        return self.centres[torch.arange(len(actions)), actions]
 
     @torch.no_grad()
-    def answer(self, features: torch.Tensor, prompts: Prompts) -> Answer:
-        """SAM's single-mask answer for every image's prompt set in one decoder call."""
-        logits, iou = decode_masks(self.sam, features, points=(prompts.coords, prompts.labels.float()))
-        low = logits[:, :1]
-        return Answer(low, iou[:, 0], state_of(features, low))
+    def answer(self, features: torch.Tensor, prompts: Prompts, previous: Answer | None = None) -> Answer:
+        """SAM's answer for every image's prompt set in one decoder call: the best-rated multimask
+        output for a first prompt set (``previous`` None), else the single mask refining ``previous``."""
+        points = (prompts.coords, prompts.labels.float())
+        if previous is None:
+            logits, iou = decode_masks(self.sam, features, points=points)
+            best = iou[:, 1:].argmax(1) + 1  # token 0 is the single-mask output
+            rows = torch.arange(len(best))
+            low, score = logits[rows, best][:, None], iou[rows, best]
+        else:
+            logits, iou = decode_masks(self.sam, features, points=points, mask_input=previous.low_res_logits)
+            low, score = logits[:, :1], iou[:, 0]
+        return Answer(low, score, state_of(features, low))
 
     def step(
-        self, features: torch.Tensor, prompts: Prompts, actions: torch.Tensor, labels: torch.Tensor
+        self,
+        features: torch.Tensor,
+        prompts: Prompts,
+        actions: torch.Tensor,
+        labels: torch.Tensor,
+        previous: Answer | None,
     ) -> tuple[Prompts, Answer]:
-        """Add the point of each action with its given label (1 positive, 0 negative) and answer."""
+        """Add the point of each action with its given label (1 positive, 0 negative) and answer,
+        refining ``previous`` (None when the prompt set was empty)."""
         prompts = prompts.add(self.points(actions), labels.float())
-        return prompts, self.answer(features, prompts)
+        return prompts, self.answer(features, prompts, previous)

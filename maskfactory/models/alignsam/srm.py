@@ -24,11 +24,13 @@ Choices the paper leaves open, made here:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maskfactory.models.alignsam.environment import patch_centres, state_of
+from maskfactory.models.alignsam.environment import Frame, patch_centres, state_of
 from maskfactory.models.alignsam.layers import conv_block
 from maskfactory.models.losses import soft_dice
 
@@ -107,16 +109,16 @@ def point_labels(logits: torch.Tensor, points: torch.Tensor, frame_size: int) ->
 
 
 def extreme_points(
-    logits: torch.Tensor, frame_size: int, image_hw: tuple[int, int] | None = None
+    logits: torch.Tensor, frame_size: int, frames: Sequence[Frame] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The first two prompts at inference: the centres of the grid cells with the highest (positive)
-    and lowest (negative) SRM score, among cells whose centre lies on the image (``image_hw``: its
-    size inside SAM's square input frame of ``frame_size`` px, where the rest is padding; default:
-    all of it). Returns coords (B, 2, 2) x/y in px and labels (B, 2) = (1, 0)."""
+    and lowest (negative) SRM score, among cells whose centre lies on the image (``frames``: each
+    image's (height, width) inside SAM's square input frame of ``frame_size`` px, where the rest is
+    padding; default: all of it). Returns coords (B, 2, 2) x/y in px and labels (B, 2) = (1, 0)."""
     b, g = logits.shape[0], logits.shape[-1]
     centres = patch_centres(g, frame_size, frame_size)  # (g*g, 2) x/y, row-major like the flat logits
-    h, w = image_hw or (frame_size, frame_size)
-    on_image = (centres[:, 0] < w) & (centres[:, 1] < h)
+    sizes = torch.tensor(frames or [(frame_size, frame_size)] * b, dtype=torch.float32)  # (B, 2) h, w
+    on_image = (centres[None, :, 0] < sizes[:, 1:]) & (centres[None, :, 1] < sizes[:, :1])  # (B, g*g)
     flat = logits.reshape(b, -1)
     best = flat.masked_fill(~on_image, float("-inf")).argmax(1)
     worst = flat.masked_fill(~on_image, float("inf")).argmin(1)

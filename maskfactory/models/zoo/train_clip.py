@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.tokenizer import SimpleTokenizer
 
-from maskfactory.models.clip import build_clip, tokenizer_for
+from maskfactory.models.clip import build_clip, normalize_images, tokenizer_for
 from maskfactory.models.zoo.common import mean_of, warmup_cosine
 
 
@@ -53,12 +53,6 @@ class TinyClipTraining:
 class CaptionedImage:
     image: np.ndarray  # (S, S, 3) uint8 at the model's input size
     captions: list[str]  # every caption that truly describes the image
-
-
-def normalize_images(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """(N, S, S, 3) uint8 -> (N, 3, S, S) float normalised as CLIP expects."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
 
 
 def train_tiny_clip(

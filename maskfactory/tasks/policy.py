@@ -1,0 +1,218 @@
+"""Train and evaluate AlignSAM agents on labelled datasets (``maskfactory policy``, ``train-prompt-policy``).
+
+Where datasets meet the agent: read a task's items, encode them once with SAM, lay ground truth (and
+CLIP Surgery's text maps, for the explicit branch) onto SAM's input frame, then train
+(``models/alignsam/trainer.py``) or prompt (``models/alignsam/prompter.py``) and score with the
+paper's metrics (``models/metrics.py``).
+
+The few-shot split is seeded: a training seed picks ``shots`` items of the task for training and the
+next ``VALIDATION`` items for the validation figures the checkpoint carries. Evaluate on a dataset
+made with another seed (``world make --seed``) for held-out figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from maskfactory.infra.settings import Settings
+from maskfactory.models import metrics
+from maskfactory.models.alignsam.agent import AlignSamConfig, load_agent, save_agent
+from maskfactory.models.alignsam.prompter import ABLATIONS, Prompter
+from maskfactory.models.alignsam.trainer import FewShotSet, train_agent
+from maskfactory.models.clip_surgery import ClipSurgery
+from maskfactory.models.predictor import BatchedSamPredictor, ImageEmbeddings
+from maskfactory.models.registry import load_clip_model, load_sam_model
+from maskfactory.models.zoo import zoo_path
+from maskfactory.simulators import datasets
+from maskfactory.simulators.world import BRANCH, TASKS
+
+VALIDATION = 20  # items held out of the few-shot set for the checkpoint's validation figures
+ENCODE_BATCH = 16  # images per SAM encoder call
+
+
+def zoo_policy_path(task: str) -> str:
+    """The bundled agent of a synthetic task (trained on tiny-sam with 50 shots)."""
+    return str(zoo_path(f"alignsam-{task}.pt"))
+
+
+def task_items(data: str, task: str, settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Manifest rows of ``task`` in dataset ``data``, in manifest order."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+    rows = [r for r in datasets.read_manifest(data, settings).to_pylist() if r["task"] == task]
+    if not rows:
+        raise ValueError(f"{data}: no items of task {task!r}")
+    return rows
+
+
+class Encoded:
+    """Items encoded for the agent: SAM embeddings, ground truth and (explicit) text maps."""
+
+    def __init__(
+        self,
+        rows: Sequence[dict[str, Any]],
+        predictor: BatchedSamPredictor,
+        surgery: ClipSurgery | None,
+        settings: Settings | None = None,
+    ) -> None:
+        items = [datasets.read_item(r, settings) for r in rows]
+        self.items = items
+        parts = [
+            predictor.encode([it.image for it in items[i : i + ENCODE_BATCH]])
+            for i in range(0, len(items), ENCODE_BATCH)
+        ]
+        self.embeddings = ImageEmbeddings(
+            torch.cat([p.features for p in parts]),
+            [s for p in parts for s in p.input_sizes],
+            [s for p in parts for s in p.original_sizes],
+        )
+        size = predictor.image_size
+        targets = torch.zeros(len(items), size, size, dtype=torch.bool)
+        for k, (it, (h, w)) in enumerate(zip(items, self.embeddings.input_sizes, strict=True)):
+            gt = torch.from_numpy(it.target)[None, None].float()
+            targets[k, :h, :w] = F.interpolate(gt, (h, w), mode="nearest")[0, 0] > 0.5
+        maps = None
+        if surgery is not None:
+            out = 4 * self.embeddings.features.shape[-1]  # SAM's mask resolution
+            maps = surgery.sam_frame_maps(
+                [it.image for it in items],
+                [str(r["prompt"]) for r in rows],
+                self.embeddings.input_sizes,
+                size,
+                out,
+            )
+        self.set = FewShotSet(self.embeddings.features, list(self.embeddings.input_sizes), targets, maps)
+
+
+def _surgery_for(config: AlignSamConfig, settings: Settings | None) -> ClipSurgery | None:
+    if not config.explicit:
+        return None
+    return ClipSurgery(load_clip_model(config.clip_model, None, settings))
+
+
+def split(
+    rows: list[dict[str, Any]], shots: int, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A seeded few-shot split: ``shots`` training rows and up to ``VALIDATION`` validation rows."""
+    if shots < 1 or shots > len(rows):
+        raise ValueError(f"shots must be in 1..{len(rows)} (the task's items), got {shots}")
+    order = np.random.default_rng(seed).permutation(len(rows))
+    return [rows[i] for i in order[:shots]], [rows[i] for i in order[shots : shots + VALIDATION]]
+
+
+def train_policy(
+    task: str,
+    data: str,
+    out: str,
+    shots: int = 50,
+    seed: int = 0,
+    explicit: bool | None = None,
+    settings: Settings | None = None,
+    log: Callable[[dict[str, float]], None] | None = None,
+    **overrides: Any,
+) -> tuple[str, str, dict[str, Any]]:
+    """Train an agent for ``task`` on ``shots`` items of ``data`` and save it to ``out``.
+
+    ``explicit``: the SRM branch (default: the task's, ``world.BRANCH``). ``overrides`` set other
+    ``AlignSamConfig`` fields (``episodes``, ``grid``, ``clip_model``, ...). Returns (uri, version,
+    summary with the validation figures).
+    """
+    branch_explicit = BRANCH[task] == "explicit" if explicit is None else explicit
+    config = AlignSamConfig(task=task, explicit=branch_explicit, seed=seed, **overrides)
+    if config.explicit and config.clip_model is None:
+        config = replace(config, clip_model="tiny-clip")
+    sam, sam_version = load_sam_model(config.sam_model, None, settings)
+    predictor = BatchedSamPredictor(sam)
+    surgery = _surgery_for(config, settings)
+    train_rows, validation_rows = split(task_items(data, task, settings), shots, seed)
+    train = Encoded(train_rows, predictor, surgery, settings)
+    agent, training = train_agent(sam, train.set, config, log)
+    validation = (
+        score(Prompter(predictor, agent), Encoded(validation_rows, predictor, surgery, settings))
+        if validation_rows
+        else {}
+    )
+    summary = {
+        "task": task,
+        "data": data,
+        "shots": shots,
+        "training": training,
+        "validation": validation,
+        "sam_version": sam_version,
+        "clip_version": surgery.clip.version if surgery else None,
+    }
+    version = save_agent(agent, out, extra=summary, settings=settings)
+    return out, version, summary
+
+
+def score(
+    prompter: Prompter, encoded: Encoded, ablation: str = "full", steps: int | None = None, seed: int = 0
+) -> dict[str, Any]:
+    """Prompt every encoded item (in encoder-sized batches) and average the paper's metrics over items."""
+    per_image: dict[str, list[float]] = {name: [] for name in metrics.SCORES}
+    rates = []
+    for start in range(0, len(encoded.items), ENCODE_BATCH):
+        index = torch.arange(start, min(start + ENCODE_BATCH, len(encoded.items)))
+        e = encoded.embeddings
+        batch = ImageEmbeddings(
+            e.features[index], [e.input_sizes[i] for i in index], [e.original_sizes[i] for i in index]
+        )
+        maps = None if encoded.set.text_maps is None else encoded.set.text_maps[index]
+        result = prompter(batch, maps, ablation=ablation, steps=steps, seed=seed + start)
+        for k, i in enumerate(index.tolist()):
+            gt = encoded.items[i].target
+            for name, fn in metrics.SCORES.items():
+                per_image[name].append(fn(result.masks[k], gt))
+            if result.agent_points.shape[1]:
+                rates.append(metrics.foreground_rate(result.agent_points[k].cpu().numpy(), gt))
+    figures: dict[str, Any] = {name: float(np.mean(v)) for name, v in per_image.items()}
+    figures["foreground_rate"] = float(np.mean(rates)) if rates else None
+    figures["images"] = len(encoded.items)
+    return figures
+
+
+def evaluate_policy(
+    task: str,
+    data: str,
+    policy: str | None = None,
+    ablation: str = "full",
+    shots: int | None = None,
+    steps: int | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """The paper's metrics for an agent (default: the zoo's for ``task``) on ``task``'s items of ``data``.
+
+    ``shots``, when given, must match the number of shots the agent was trained with (so tables do
+    not mix agents up). ``seed`` drives the random actions of the ``no-rl`` ablation.
+    """
+    if ablation not in ABLATIONS:
+        raise ValueError(f"unknown ablation {ablation!r}; known: {', '.join(ABLATIONS)}")
+    uri = policy or zoo_policy_path(task)
+    agent, version, extra = load_agent(uri, settings)
+    if agent.config.task != task:
+        raise ValueError(f"{uri} was trained for task {agent.config.task!r}, not {task!r}")
+    if shots is not None and extra.get("shots") != shots:
+        raise ValueError(f"{uri} was trained with {extra.get('shots')} shots, not {shots}")
+    sam, _ = load_sam_model(agent.config.sam_model, None, settings)
+    predictor = BatchedSamPredictor(sam)
+    rows = task_items(data, task, settings)[:limit]
+    encoded = Encoded(rows, predictor, _surgery_for(agent.config, settings), settings)
+    prompter = Prompter(predictor, agent)
+    return {
+        "task": task,
+        "data": data,
+        "policy": uri,
+        "policy_version": version,
+        "shots": extra.get("shots"),
+        "ablation": ablation,
+        "steps": 0 if ablation == "single-step" else (prompter.steps if steps is None else steps),
+        **score(prompter, encoded, ablation, steps, seed),
+    }
