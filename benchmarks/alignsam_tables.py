@@ -107,7 +107,9 @@ def report(path: str) -> None:
     def cell(values: list[float]) -> str:
         if not values or values[0] is None:
             return "-"
-        return f"{np.mean(values):.3f} ± {np.std(values):.3f} (n={len(values)})"
+        return f"{np.mean(values):.3f} ± {np.std(values):.3f}" + (
+            "" if len(values) == 3 else f" (n={len(values)})"
+        )
 
     def pick(kind: str, **match: object) -> list[dict]:
         return [r for r in rows if r["kind"] == kind and all(r[k] == v for k, v in match.items())]

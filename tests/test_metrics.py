@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maskfactory.models.metrics import ber, e_measure, f_beta, foreground_rate, mae, mask_iou
+from maskfactory.models.metrics import ber, e_measure, f_beta, foreground_rate, label_accuracy, mae, mask_iou
 
 
 def masks() -> tuple[np.ndarray, np.ndarray]:
@@ -48,3 +48,10 @@ def test_foreground_rate_counts_points_on_the_target() -> None:
     assert foreground_rate(points, gt) == pytest.approx(2 / 4)
     with pytest.raises(ValueError):
         foreground_rate(np.zeros((0, 2)), gt)
+
+
+def test_label_accuracy_compares_labels_with_the_ground_truth_under_each_point() -> None:
+    _, gt = masks()
+    points = np.array([[0.5, 0.5], [1.5, 1.5], [4.5, 3.5]])  # on, on, off the target
+    assert label_accuracy(points, np.array([1, 0, 0]), gt) == pytest.approx(2 / 3)
+    assert label_accuracy(points, np.array([1, 1, 1]), gt) == pytest.approx(foreground_rate(points, gt))

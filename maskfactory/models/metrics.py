@@ -66,14 +66,25 @@ def e_measure(pred: np.ndarray, gt: np.ndarray) -> float:
     return float(np.mean(((1 + xi) / 2) ** 2))
 
 
-def foreground_rate(points: np.ndarray, gt: np.ndarray) -> float:
-    """Appendix D's FR: the share of chosen points (N, 2) x/y in pixels that fall on foreground."""
+def _on_target(points: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """(N,) bool: whether each point (N, 2) x/y in pixels falls on foreground (clipped to the image)."""
     if len(points) == 0:
-        raise ValueError("foreground_rate needs at least one point")
+        raise ValueError("at least one point is needed")
     h, w = gt.shape
     cols = np.clip(points[:, 0].astype(int), 0, w - 1)
     rows = np.clip(points[:, 1].astype(int), 0, h - 1)
-    return float(gt[rows, cols].mean())
+    return gt[rows, cols]
+
+
+def foreground_rate(points: np.ndarray, gt: np.ndarray) -> float:
+    """Appendix D's FR: the share of chosen points (N, 2) x/y in pixels that fall on foreground."""
+    return float(_on_target(points, gt).mean())
+
+
+def label_accuracy(points: np.ndarray, labels: np.ndarray, gt: np.ndarray) -> float:
+    """Share of points (N, 2) whose label (N,) 1/0 matches the ground truth under them: how well the
+    SRM (or "every point positive") labels what the agent chose. Ours, not the paper's."""
+    return float((_on_target(points, gt) == (labels > 0)).mean())
 
 
 SCORES = {"mIoU": mask_iou, "MAE": mae, "BER": ber, "F-beta": f_beta, "E-measure": e_measure}

@@ -156,7 +156,7 @@ def score(
 ) -> dict[str, Any]:
     """Prompt every encoded item (in encoder-sized batches) and average the paper's metrics over items."""
     per_image: dict[str, list[float]] = {name: [] for name in metrics.SCORES}
-    rates = []
+    rates, agreement = [], []
     for start in range(0, len(encoded.items), ENCODE_BATCH):
         index = torch.arange(start, min(start + ENCODE_BATCH, len(encoded.items)))
         e = encoded.embeddings
@@ -169,10 +169,15 @@ def score(
             gt = encoded.items[i].target
             for name, fn in metrics.SCORES.items():
                 per_image[name].append(fn(result.masks[k], gt))
-            if result.agent_points.shape[1]:
-                rates.append(metrics.foreground_rate(result.agent_points[k].cpu().numpy(), gt))
+            steps = result.agent_points.shape[1]
+            if steps:
+                points = result.agent_points[k].cpu().numpy()
+                rates.append(metrics.foreground_rate(points, gt))
+                labels = result.labels[k, -steps:].cpu().numpy()
+                agreement.append(metrics.label_accuracy(points, labels, gt))
     figures: dict[str, Any] = {name: float(np.mean(v)) for name, v in per_image.items()}
     figures["foreground_rate"] = float(np.mean(rates)) if rates else None
+    figures["label_accuracy"] = float(np.mean(agreement)) if agreement else None
     figures["images"] = len(encoded.items)
     return figures
 
