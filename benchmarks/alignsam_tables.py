@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> None:
                     str(policy),
                     shots=shots,
                     seed=seed,
-                    explicit=False,
+                    branch="implicit",
                     episodes=args.episodes,
                     ppo=PPOConfig(mask_chosen=not args.no_mask_chosen),
                 )

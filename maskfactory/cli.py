@@ -158,19 +158,21 @@ def policy_train(
     """Train an AlignSAM agent (policy and SRM) for one task on a few-shot set."""
     from maskfactory.tasks.policy import train_policy
 
-    if branch not in (None, "implicit", "explicit"):
-        raise typer.BadParameter(f"--branch must be implicit or explicit, got {branch!r}")
-    with progress_bar(f"AlignSAM {task} episodes", episodes) as advance:
-        uri, version, summary = train_policy(
-            task,
-            data,
-            out,
-            shots=shots,
-            seed=seed,
-            explicit=None if branch is None else branch == "explicit",
-            log=lambda row: advance(1),
-            episodes=episodes,
-        )
+    try:
+        with progress_bar(f"AlignSAM {task} episodes", episodes) as advance:
+            uri, version, summary = train_policy(
+                task,
+                data,
+                out,
+                shots=shots,
+                seed=seed,
+                branch=branch,
+                log=lambda row: advance(1),
+                episodes=episodes,
+            )
+    except (ValueError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
     if as_json:
         print(json.dumps({"uri": uri, "version": version, **summary}, indent=2))
     else:

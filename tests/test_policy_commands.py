@@ -31,6 +31,10 @@ def trained(saliency_sets: tuple[str, str], tmp_path_factory: pytest.TempPathFac
     cmd = run("policy", "train", "--task", "saliency", "--data", train, "--shots", "6", "--episodes", "1")
     assert cmd.returncode != 0 and "--out" in cmd.stderr  # the output URI is required
     cmd = run(
+        "policy", "train", "--task", "saliency", "--data", train, "--out", "x.pt", "--branch", "semantic"
+    )
+    assert cmd.returncode == 2 and "branch must be" in cmd.stdout
+    cmd = run(
         "policy",
         "train",
         "--task",

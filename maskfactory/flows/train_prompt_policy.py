@@ -18,7 +18,7 @@ from maskfactory.tasks import policy
 
 @task(name="train-agent")
 def train_agent(
-    task_name: str, data: str, out: str, shots: int, seed: int, explicit: bool | None, episodes: int
+    task_name: str, data: str, out: str, shots: int, seed: int, branch: str | None, episodes: int
 ) -> dict[str, Any]:
     progress = create_progress_artifact(0.0, description=f"AlignSAM {task_name}: training episodes")
 
@@ -26,7 +26,7 @@ def train_agent(
         update_progress_artifact(progress, 100.0 * row["episode"] / episodes)
 
     uri, version, summary = policy.train_policy(
-        task_name, data, out, shots=shots, seed=seed, explicit=explicit, log=log, episodes=episodes
+        task_name, data, out, shots=shots, seed=seed, branch=branch, log=log, episodes=episodes
     )
     return {"uri": uri, "version": version, **summary}
 
@@ -46,10 +46,7 @@ def train_prompt_policy(
     ``branch``: "implicit" or "explicit" SRM (default: the task's). ``episodes``: passes over the
     few-shot set (the paper's 50).
     """
-    if branch not in (None, "implicit", "explicit"):
-        raise ValueError(f"branch must be 'implicit' or 'explicit', got {branch!r}")
-    explicit = None if branch is None else branch == "explicit"
-    result = train_agent(task, data, out, shots, seed, explicit, episodes)
+    result = train_agent(task, data, out, shots, seed, branch, episodes)
     validation = result["validation"]
     create_table_artifact(
         [{"figure": k, "value": v} for k, v in validation.items()],

@@ -32,6 +32,17 @@ class ImageEmbeddings:
     def __len__(self) -> int:
         return self.features.shape[0]
 
+    def input_scales(self) -> torch.Tensor:
+        """(B, 2): per image, x and y factors from original pixels to the resized input frame
+        (x by resized width / original width, y by the heights: SAM's apply_coords)."""
+        return torch.tensor(
+            [
+                [iw / ow, ih / oh]
+                for (ih, iw), (oh, ow) in zip(self.input_sizes, self.original_sizes, strict=True)
+            ],
+            device=self.features.device,
+        )
+
 
 @dataclass
 class Prediction:
@@ -126,15 +137,7 @@ class BatchedSamPredictor:
         self, coords: torch.Tensor, embeddings: ImageEmbeddings, idx: torch.Tensor
     ) -> torch.Tensor:
         """(M, P, 2) original-pixel coordinates -> the resized input frame, per prompt set's image."""
-        # x scales by resized width / original width, y by the heights (SAM's apply_coords).
-        scales = torch.tensor(
-            [
-                [iw / ow, ih / oh]
-                for (ih, iw), (oh, ow) in zip(embeddings.input_sizes, embeddings.original_sizes, strict=True)
-            ],
-            device=self.device,
-        )
-        return coords * scales[idx][:, None, :]
+        return coords * embeddings.input_scales().to(self.device)[idx][:, None, :]
 
     def upscale(self, prediction: Prediction, embeddings: ImageEmbeddings) -> list[torch.Tensor]:
         """Mask logits at original resolution: one (K, H, W) tensor per prompt set."""

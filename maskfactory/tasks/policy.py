@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from maskfactory.infra.settings import Settings
+from maskfactory.infra.settings import Settings, get_settings
 from maskfactory.models import metrics
 from maskfactory.models.alignsam.agent import AlignSamConfig, load_agent, save_agent
 from maskfactory.models.alignsam.prompter import ABLATIONS, Prompter
@@ -112,21 +112,27 @@ def train_policy(
     out: str,
     shots: int = 50,
     seed: int = 0,
-    explicit: bool | None = None,
+    branch: str | None = None,
     settings: Settings | None = None,
     log: Callable[[dict[str, float]], None] | None = None,
     **overrides: Any,
 ) -> tuple[str, str, dict[str, Any]]:
     """Train an agent for ``task`` on ``shots`` items of ``data`` and save it to ``out``.
 
-    ``explicit``: the SRM branch (default: the task's, ``world.BRANCH``). ``overrides`` set other
+    ``branch``: "implicit" or "explicit" SRM (default: the task's, ``world.BRANCH``); the explicit
+    branch uses the settings' CLIP unless ``clip_model`` is given. ``overrides`` set other
     ``AlignSamConfig`` fields (``episodes``, ``grid``, ``clip_model``, ...). Returns (uri, version,
     summary with the validation figures).
     """
-    branch_explicit = BRANCH[task] == "explicit" if explicit is None else explicit
-    config = AlignSamConfig(task=task, explicit=branch_explicit, seed=seed, **overrides)
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+    if branch not in (None, "implicit", "explicit"):
+        raise ValueError(f"branch must be 'implicit' or 'explicit', got {branch!r}")
+    config = AlignSamConfig(
+        task=task, explicit=(branch or BRANCH[task]) == "explicit", seed=seed, **overrides
+    )
     if config.explicit and config.clip_model is None:
-        config = replace(config, clip_model="tiny-clip")
+        config = replace(config, clip_model=(settings or get_settings()).clip_model)
     sam, sam_version = load_sam_model(config.sam_model, None, settings)
     predictor = BatchedSamPredictor(sam)
     surgery = _surgery_for(config, settings)
@@ -169,11 +175,11 @@ def score(
             gt = encoded.items[i].target
             for name, fn in metrics.SCORES.items():
                 per_image[name].append(fn(result.masks[k], gt))
-            steps = result.agent_points.shape[1]
-            if steps:
+            taken = result.agent_points.shape[1]
+            if taken:
                 points = result.agent_points[k].cpu().numpy()
                 rates.append(metrics.foreground_rate(points, gt))
-                labels = result.labels[k, -steps:].cpu().numpy()
+                labels = result.labels[k, -taken:].cpu().numpy()
                 agreement.append(metrics.label_accuracy(points, labels, gt))
     figures: dict[str, Any] = {name: float(np.mean(v)) for name, v in per_image.items()}
     figures["foreground_rate"] = float(np.mean(rates)) if rates else None

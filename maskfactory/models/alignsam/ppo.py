@@ -8,8 +8,8 @@ Choices the paper leaves open, made here:
   then an actor head (1x1 conv to one score per embedding cell, resized to the G x G action grid)
   and a critic head (global average pool, MLP, one value). Scoring cells with a conv keeps the
   policy translation-equivariant, which a few-shot set of 50 images cannot teach a dense layer; the
-  narrow body makes PPO's 20 epochs per update affordable on a CPU (about 5x cheaper than 3x3
-  convs at 64 channels on tiny-sam's 128-channel state).
+  narrow body makes PPO's 20 epochs per update affordable on a CPU (about 5x fewer multiply-adds,
+  by count, than 3x3 convs at 64 channels on tiny-sam's 128-channel state; not timed).
 - Returns are discounted sums of the episode's rewards (no bootstrap: an episode ends after T steps)
   and advantages are returns minus the critic's values, normalised per update.
 - ``mask_chosen`` (a setting, as the issue asks): actions already taken in an episode can be masked

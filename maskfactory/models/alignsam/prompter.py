@@ -111,13 +111,13 @@ class Prompter:
             chosen.append(points)
             if agent.config.ppo.mask_chosen:
                 allowed[torch.arange(b), action] = False
+        to_input = embeddings.input_scales().to(features)  # original pixels -> SAM's input frame
         return PromptResult(
             masks=self._masks(answer, embeddings),
-            points=self._to_original(prompts.coords, embeddings),
+            points=prompts.coords / to_input[:, None, :],
             labels=prompts.labels.long(),
-            agent_points=self._to_original(
-                torch.stack(chosen, 1) if chosen else features.new_zeros(b, 0, 2), embeddings
-            ),
+            agent_points=(torch.stack(chosen, 1) if chosen else features.new_zeros(b, 0, 2))
+            / to_input[:, None, :],
             iou_prediction=answer.iou_prediction,
             stability=self.predictor.stability_score(answer.low_res_logits[:, 0]),
             value=value,
@@ -132,16 +132,3 @@ class Prompter:
         )
         threshold = self.predictor.sam.mask_threshold
         return [(m[0] > threshold).cpu().numpy() for m in self.predictor.upscale(final, embeddings)]
-
-    @staticmethod
-    def _to_original(coords: torch.Tensor, embeddings: ImageEmbeddings) -> torch.Tensor:
-        """(B, P, 2) x/y in SAM's input frame -> each image's original pixels."""
-        scales = torch.tensor(
-            [
-                [ow / iw, oh / ih]
-                for (ih, iw), (oh, ow) in zip(embeddings.input_sizes, embeddings.original_sizes, strict=True)
-            ],
-            dtype=coords.dtype,
-            device=coords.device,
-        )
-        return coords * scales[:, None, :]
