@@ -1,6 +1,7 @@
 # maskfactory. `make test` runs the suite; it creates the virtual environment first (`make setup`),
 # which is a no-op when pyproject.toml and constraints.txt have not changed since the last install.
-# (`make demo`, the label job on the embedded default, arrives with the label-dataset flow.)
+# `make demo` runs the label job on the embedded default (generated images, the bundled models, local
+# Prefect and Ray; no network, no GPU) and prints its summary.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -9,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k tables -x"`.
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint clean
+.PHONY: setup demo test lint clean
 
 setup: $(STAMP)
 
@@ -20,6 +21,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+demo: setup
+	PREFECT_SERVER_ANALYTICS_ENABLED=false RAY_USAGE_STATS_ENABLED=0 $(BIN)/maskfactory demo
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -75,6 +75,16 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]
         yield lambda n: bar.advance(task, n)
 
 
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Bad arguments and missing inputs end in a red message and exit status 2, not a traceback."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+
+
 @world_app.command("make")
 def world_make(
     out: str = typer.Option(..., help="Output folder: a local path or s3:// URI."),
@@ -158,21 +168,17 @@ def policy_train(
     """Train an AlignSAM agent (policy and SRM) for one task on a few-shot set."""
     from maskfactory.tasks.policy import train_policy
 
-    try:
-        with progress_bar(f"AlignSAM {task} episodes", episodes) as advance:
-            uri, version, summary = train_policy(
-                task,
-                data,
-                out,
-                shots=shots,
-                seed=seed,
-                branch=branch,
-                log=lambda row: advance(1),
-                episodes=episodes,
-            )
-    except (ValueError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
+    with user_errors(), progress_bar(f"AlignSAM {task} episodes", episodes) as advance:
+        uri, version, summary = train_policy(
+            task,
+            data,
+            out,
+            shots=shots,
+            seed=seed,
+            branch=branch,
+            log=lambda row: advance(1),
+            episodes=episodes,
+        )
     if as_json:
         print(json.dumps({"uri": uri, "version": version, **summary}, indent=2))
     else:
@@ -195,12 +201,101 @@ def policy_eval(
     """mIoU, MAE, BER, F-beta, E-measure and the foreground rate of an agent on a task's items."""
     from maskfactory.tasks.policy import evaluate_policy
 
-    try:
+    with user_errors():
         result = evaluate_policy(task, data, policy, ablation, shots, steps, limit, seed)
-    except (ValueError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
     if as_json:
         print(json.dumps(result, indent=2))
     else:
         console.print(result)
+
+
+@policy_app.command("calibrate")
+def policy_calibrate(
+    task: str = typer.Option(..., help="semantic, saliency, shadow, blur or glass."),
+    data: str = typer.Option(..., help="A labelled dataset folder the agent was not trained on."),
+    policy: str = typer.Option(..., help="Agent checkpoint URI to refit."),
+    out: str | None = typer.Option(None, help="Where to write the refitted agent (default: in place)."),
+    limit: int | None = typer.Option(None, min=1, help="Fit on the task's first N items only."),
+    as_json: bool = typer.Option(False, "--json", help="Print the fit as JSON."),
+) -> None:
+    """Refit an agent's routing confidence (P(IoU >= 0.85)) on labelled items; weights are unchanged."""
+    from maskfactory.tasks.policy import calibrate_policy
+
+    with user_errors():
+        result = calibrate_policy(task, data, policy, limit, out)
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        console.print(
+            f"{result['policy']}: fitted on {result['items']} items, {result['good_share']:.0%} good; "
+            f"calibration error on them {result['calibration_error']:.3f}"
+        )
+
+
+@app.command("label")
+def label(
+    source: str = typer.Option(
+        ..., help="Images: a folder or prefix (local or s3://), or a manifest .parquet."
+    ),
+    task: str = typer.Option(..., help="semantic, saliency, shadow, blur or glass."),
+    output: str | None = typer.Option(None, help="Table root (default: MASKFACTORY_STORAGE_ROOT)."),
+    policy: str | None = typer.Option(None, help="Agent checkpoint URI (default: the zoo's for the task)."),
+    review_threshold: float = typer.Option(0.5, min=0.0, max=1.0, help="Confidence below this: review."),
+    batch_size: int = typer.Option(16, min=1, help="Images per actor call and per table commit."),
+    num_actors: int = typer.Option(1, min=1, help="Ray actors labelling in parallel."),
+    gpus_per_actor: float = typer.Option(0.0, min=0.0, help="GPUs each actor asks Ray for."),
+    limit: int | None = typer.Option(None, min=1, help="Label only the source's first N items."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+) -> None:
+    """Run the label-dataset flow in this process (the deployment runs the same flow)."""
+    from maskfactory.flows.label_dataset import label_dataset
+
+    with user_errors():
+        summary = label_dataset(
+            source, task, output, policy, review_threshold, batch_size, num_actors, gpus_per_actor, limit
+        )
+    print(json.dumps(summary, indent=2) if as_json else summary)
+
+
+@app.command("demo")
+def demo(
+    out: str = typer.Option("./maskfactory-demo", help="Where the generated images and the tables go."),
+    n: int = typer.Option(40, min=1, help="Synthetic images to generate (6 broken files are added)."),
+    num_actors: int = typer.Option(1, min=1, help="Ray actors labelling in parallel."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """The main job on the embedded default: generate images, label them through Prefect and Ray with
+    the bundled models, print what happened. No network, no GPU."""
+    from maskfactory.tasks.demo import run_demo
+
+    result = run_demo(out, n=n, num_actors=num_actors)
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    quality = result["quality"]
+    summary = Table("", "items", "mIoU vs ground truth", title=f"label-dataset {result['task']} (demo)")
+    summary.add_row("labelled this run", str(result["items"]), "")
+    summary.add_row("already labelled (skipped)", str(result["skipped"]), "")
+    for status in ("auto_accepted", "needs_review"):
+        q = quality.get(status, {"items": 0, "mIoU": float("nan")})
+        summary.add_row(
+            status.replace("_", " "), f"{result[status]} this run / {q['items']} in table", f"{q['mIoU']:.3f}"
+        )
+    summary.add_row("errors (broken files)", str(result["errors"]), "")
+    console.print(summary)
+    console.print(f"throughput: {result['items_per_s']:.2f} images/s over {result['duration_s']:.1f} s")
+    console.print(f"tables: {result['tables']['labels']} and {result['tables']['runs']}")
+    console.print(f"inspect: maskfactory table show {result['tables']['labels']}")
+
+
+@app.command("serve")
+def serve(
+    file: str | None = typer.Option(None, help="A prefect.yaml (default: the repository's)."),
+) -> None:
+    """Serve the deployments of prefect.yaml (label-dataset/default, nightly-relabel/default) from this
+    process; `prefect deployment run label-dataset/default --param ...` then runs here."""
+    from prefect import serve as prefect_serve
+
+    from maskfactory.infra.deployments import DEFAULT_FILE, load_deployments
+
+    prefect_serve(*load_deployments(file or DEFAULT_FILE))

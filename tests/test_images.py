@@ -8,7 +8,6 @@ import pickle
 import struct
 import time
 import uuid
-import zlib
 from pathlib import Path
 
 import fsspec
@@ -17,6 +16,7 @@ import pytest
 from PIL import Image
 
 from maskfactory.infra.images import MAX_PIXELS, ImageError, ImageErrorReason, decode_image, read_image
+from maskfactory.simulators.bad_images import patch_png_size
 
 RED = (255, 0, 0)
 
@@ -49,14 +49,6 @@ def _over_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     """Reference compositing in floating point: (H, W, 3) colour, (H, W) alpha -> (H, W, 3) uint8."""
     a = alpha[:, :, np.newaxis] / 255.0
     return np.rint(rgb * a + 255.0 * (1.0 - a)).astype(np.uint8)
-
-
-def _patch_png_size(png: bytes, width: int, height: int) -> bytes:
-    """Rewrite the IHDR width/height of a PNG and fix the chunk CRC, leaving the pixel data alone."""
-    # Signature (8) + chunk length (4), then the IHDR chunk: type (4), 13 bytes of data, CRC (4).
-    assert png[12:16] == b"IHDR"
-    chunk = b"IHDR" + struct.pack(">II", width, height) + png[24:29]
-    return png[:12] + chunk + struct.pack(">I", zlib.crc32(chunk)) + png[33:]
 
 
 def _noise_image(size: int = 64) -> Image.Image:
@@ -131,7 +123,7 @@ def test_zero_sized_header_is_unreadable() -> None:
     png = _encode(Image.new("L", (8, 8)), "PNG")
     for width, height in ((0, 8), (8, 0)):
         with pytest.raises(ImageError) as info:
-            decode_image(_patch_png_size(png, width, height))
+            decode_image(patch_png_size(png, width, height))
         assert info.value.reason == "unreadable"
 
 
@@ -141,7 +133,7 @@ def test_decompression_bomb_is_too_large_and_fast(
 ) -> None:
     # With Pillow's process-global limit switched off, our own per-call check still catches it.
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pillow_limit)
-    bomb = _patch_png_size(_encode(Image.new("L", (16, 16)), "PNG"), 100_000, 100_000)
+    bomb = patch_png_size(_encode(Image.new("L", (16, 16)), "PNG"), 100_000, 100_000)
     path = _write(tmp_path, "bomb.png", bomb)
     start = time.perf_counter()
     with pytest.raises(ImageError) as info:
@@ -154,7 +146,7 @@ def test_pixel_limit_is_checked_before_decoding() -> None:
     # 9000 x 9000 is above MAX_PIXELS but below Pillow's own limits. The IDAT holds 16 x 16 pixels,
     # so decoding first would fail as "unreadable" (truncated); "too_large" shows the header decided.
     assert MAX_PIXELS < 9000 * 9000
-    bomb = _patch_png_size(_encode(Image.new("L", (16, 16)), "PNG"), 9000, 9000)
+    bomb = patch_png_size(_encode(Image.new("L", (16, 16)), "PNG"), 9000, 9000)
     with pytest.raises(ImageError) as info:
         decode_image(bomb)
     assert info.value.reason == "too_large"

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from test_cli import run
 
+from maskfactory.models.alignsam.agent import load_agent
 from maskfactory.simulators import datasets
 from maskfactory.tasks.policy import evaluate_policy
 
@@ -61,6 +62,28 @@ def test_policy_train_writes_a_versioned_checkpoint_with_validation_figures(
     assert summary["shots"] == 6 and summary["training"]["train_images"] == 6
     assert summary["validation"]["images"] == 4  # the 10 - 6 items the split held back
     assert set(summary["validation"]) >= {"mIoU", "MAE", "BER", "F-beta", "E-measure", "foreground_rate"}
+    # The routing confidence is fitted on the same 4 validation items and stored in the checkpoint.
+    _, _, extra = load_agent(out)
+    assert extra["confidence"]["fitted_on"] == 4 and len(extra["confidence"]["weights"]) == 4
+
+
+def test_policy_calibrate_refits_the_confidence_and_keeps_the_version(
+    saliency_sets: tuple[str, str], trained: tuple[str, dict], tmp_path: Path
+) -> None:
+    out, summary = trained
+    _, test = saliency_sets
+    refit = str(tmp_path / "refit.pt")
+    cmd = run(
+        "policy", "calibrate", "--task", "saliency", "--data", test, "--policy", out, "--out", refit, "--json"
+    )
+    assert cmd.returncode == 0, cmd.stderr
+    result = json.loads(cmd.stdout)
+    assert result["items"] == 4 and 0.0 <= result["calibration_error"] <= 1.0
+    _, version, extra = load_agent(refit)
+    assert version == summary["version"]  # same weights, same version
+    assert extra["confidence"] == result["confidence"] and extra["confidence_data"] == test
+    cmd = run("policy", "calibrate", "--task", "glass", "--data", test, "--policy", out)
+    assert cmd.returncode == 2 and "trained for task" in cmd.stdout
 
 
 def test_policy_eval_prints_the_papers_metrics(

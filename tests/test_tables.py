@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -219,3 +220,48 @@ def test_tables_are_readable_by_pandas_through_delta(storage_root: str) -> None:
     dt = DeltaTable(ref.uri, storage_options=storage.delta_options(ref.uri))
     df: pd.DataFrame = dt.to_pandas()
     assert sorted(df.item_id) == ["pd-0-0", "pd-0-1", "pd-0-2"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_s3_outages_are_retried_then_fail_cleanly() -> None:
+    """An endpoint that comes back within the retries gets the batch; one that stays down fails the
+    write with BatchWriteError and nothing committed."""
+    import threading
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    settings = Settings(s3_endpoint_url=f"http://127.0.0.1:{port}")
+    ref = tables.TableRef("s3://outage/root", "labels", settings)
+
+    def come_back() -> None:
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        server.start()
+        boto3.client("s3", endpoint_url=settings.s3_endpoint_url, region_name="us-east-1").create_bucket(
+            Bucket="outage"
+        )
+        servers.append(server)
+
+    servers: list[ThreadedMotoServer] = []
+    # Down through the first attempt (delta-rs gives up on a request after ~2.5 s of its own retries),
+    # up for a later one.
+    threading.Timer(3.0, come_back).start()
+    start = time.monotonic()
+    try:
+        assert tables.write_batch(ref, label_rows(3, "r", 0), run_id="r", batch_id=0)
+        assert time.monotonic() - start > 3.0
+        assert tables.read_table(ref).num_rows == 3
+    finally:
+        for server in servers:
+            server.stop()
+    # Now nothing listens on the port: every attempt fails and the error says so.
+    with pytest.raises(tables.BatchWriteError, match="storage failed 3 times"):
+        tables.write_batch(ref, label_rows(3, "r", 1), run_id="r", batch_id=1)

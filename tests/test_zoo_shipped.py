@@ -78,6 +78,8 @@ def test_shipped_alignsam_agents_say_what_they_are() -> None:
         assert agent.config.task == task and agent.config.sam_model == "tiny-sam" and len(version) == 12
         assert extra["shots"] == 50 and extra["validation"]["images"] == 20
         assert not agent.config.explicit  # tiny-clip is not shipped, so every agent uses the implicit SRM
+        # The routing confidence, refitted on 100 items of world seed 2 (`policy calibrate`).
+        assert extra["confidence"]["fitted_on"] == 100 and "--seed 2" in extra["confidence_data"]
 
 
 def test_the_shipped_saliency_agent_prompts_the_target_more_than_random_actions(tmp_path: Path) -> None:

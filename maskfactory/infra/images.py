@@ -38,6 +38,7 @@ class ImageErrorReason(StrEnum):
     TOO_LARGE = "too_large"  # width * height above max_pixels
     UNSUPPORTED_MODE = "unsupported_mode"  # decoded, but no meaningful RGB rendering (e.g. LAB, HSV)
     NOT_FOUND = "not_found"  # no object at the URI
+    TOO_THIN = "too_thin"  # decoded, but a side shrinks below a few pixels at the model's input (labelling)
 
 
 class ImageError(Exception):

@@ -192,28 +192,55 @@ def write_batch(
     *,
     run_id: str,
     batch_id: str | int,
+    merge_on: tuple[str, ...] = (),
     max_attempts: int = 50,
+    storage_attempts: int = 3,
 ) -> bool:
-    """Append ``rows`` as one commit, exactly once per ``(run_id, batch_id)``.
+    """Write ``rows`` as one commit, exactly once per ``(run_id, batch_id)``.
+
+    By default the rows are appended. With ``merge_on`` (key columns, e.g. ``("item_id", "task")``)
+    they are merged instead: a row replaces the table's row with the same key, or is inserted; the
+    ``labels`` table keeps one row per item and task this way when items are relabelled.
 
     Returns True if this call committed the batch, False if it was already in the table.
     ``rows`` is cast to the table's schema (missing nullable columns become nulls); a column the
     schema does not know is an error, so a typo cannot silently drop data.
+
+    Storage errors (S3 unreachable, throttled, 5xx) are retried ``storage_attempts`` times with
+    backoff and then raised as :class:`BatchWriteError`; a failed commit leaves nothing visible.
     """
     data = conform(rows, ref.schema)
     app_id = batch_app_id(ref, run_id, batch_id)
+    storage_failures = 0
     for attempt in range(max_attempts):
-        dt = open_table(ref)
-        if dt.transaction_version(app_id) is not None:
-            return False
         try:
-            write_deltalake(dt, data, mode="append", commit_properties=batch_commit_properties(app_id))
+            dt = open_table(ref)
+            if dt.transaction_version(app_id) is not None:
+                return False
+            _commit(dt, data, app_id, merge_on)
             return True
         except CommitFailedError:
             # Refused: most likely a retry of this very batch committed first. Back off a little
             # (with jitter, so racing writers spread out) and re-check.
             time.sleep(min(0.05 * 2**attempt, 2.0) * random.random())
+        except OSError as exc:
+            # delta-rs reports storage failures as OSError (after its own retries of each request);
+            # schema and protocol errors are DeltaErrors and propagate at once.
+            storage_failures += 1
+            if storage_failures >= storage_attempts:
+                raise BatchWriteError(f"{app_id}: storage failed {storage_failures} times: {exc}") from exc
+            time.sleep(0.5 * 2**storage_failures)
     raise BatchWriteError(f"{app_id}: not committed after {max_attempts} attempts")
+
+
+def _commit(dt: DeltaTable, data: pa.Table, app_id: str, merge_on: tuple[str, ...]) -> None:
+    properties = batch_commit_properties(app_id)
+    if not merge_on:
+        write_deltalake(dt, data, mode="append", commit_properties=properties)
+        return
+    predicate = " AND ".join(f"t.{k} = s.{k}" for k in merge_on)
+    merger = dt.merge(data, predicate, source_alias="s", target_alias="t", commit_properties=properties)
+    merger.when_matched_update_all().when_not_matched_insert_all().execute()
 
 
 def conform(rows: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -88,3 +88,20 @@ def label_accuracy(points: np.ndarray, labels: np.ndarray, gt: np.ndarray) -> fl
 
 
 SCORES = {"mIoU": mask_iou, "MAE": mae, "BER": ber, "F-beta": f_beta, "E-measure": e_measure}
+
+
+def expected_calibration_error(probabilities: np.ndarray, outcomes: np.ndarray, bins: int = 10) -> float:
+    """ECE of predicted probabilities (N,) against 0/1 outcomes (N,): over ``bins`` equal-width
+    probability bins, the item-weighted mean |mean probability - observed frequency|. Not a per-image
+    metric: it scores a whole set of confidences (the pipeline's routing)."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    y = np.asarray(outcomes, dtype=np.float64)
+    if p.shape != y.shape or p.ndim != 1 or len(p) == 0:
+        raise ValueError(f"need two equal 1-D non-empty arrays, got {p.shape} and {y.shape}")
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    error = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            error += members.sum() * abs(p[members].mean() - y[members].mean())
+    return float(error / len(p))

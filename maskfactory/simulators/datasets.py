@@ -213,7 +213,7 @@ def read_manifest(data: str, settings: Settings | None = None) -> pa.Table:
 
 def read_item(row: dict[str, object], settings: Settings | None = None) -> Item:
     image = decode_image(storage.read_bytes(str(row["image_uri"]), settings), uri=str(row["image_uri"]))
-    target = _read_gray(str(row["mask_uri"]), settings) > 127
+    target = read_mask(str(row["mask_uri"]), settings)
     labels = _read_gray(str(row["instances_uri"]), settings)
     return Item(image, target, instances_from_labels(labels, len(row["object_kinds"])), row)  # type: ignore[arg-type]
 
@@ -222,6 +222,11 @@ def iter_items(data: str, settings: Settings | None = None, limit: int | None = 
     rows = read_manifest(data, settings).to_pylist()
     for row in rows[:limit]:
         yield read_item(row, settings)
+
+
+def read_mask(uri: str, settings: Settings | None = None) -> np.ndarray:
+    """A mask PNG (0 / 255) as an (H, W) bool array."""
+    return _read_gray(uri, settings) > 127
 
 
 def _read_gray(uri: str, settings: Settings | None) -> np.ndarray:

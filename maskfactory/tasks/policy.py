@@ -13,16 +13,17 @@ made with another seed (``world make --seed``) for held-out figures.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from maskfactory.infra.checkpoints import load_checkpoint, save_checkpoint
 from maskfactory.infra.settings import Settings, get_settings
-from maskfactory.models import metrics
-from maskfactory.models.alignsam.agent import AlignSamConfig, load_agent, save_agent
+from maskfactory.models import confidence, metrics
+from maskfactory.models.alignsam.agent import KIND, AlignSamConfig, load_agent, save_agent
 from maskfactory.models.alignsam.prompter import ABLATIONS, Prompter
 from maskfactory.models.alignsam.trainer import FewShotSet, train_agent
 from maskfactory.models.clip_surgery import ClipSurgery
@@ -38,6 +39,10 @@ ENCODE_BATCH = 16  # images per SAM encoder call
 
 def zoo_policy_path(task: str) -> str:
     """The bundled agent of a synthetic task (trained on tiny-sam with 50 shots)."""
+    if task not in TASKS:
+        raise ValueError(
+            f"the zoo has no agent for task {task!r} (it has {', '.join(TASKS)}); pass a policy URI"
+        )
     return str(zoo_path(f"alignsam-{task}.pt"))
 
 
@@ -139,30 +144,40 @@ def train_policy(
     train_rows, validation_rows = split(task_items(data, task, settings), shots, seed)
     train = Encoded(train_rows, predictor, surgery, settings)
     agent, training = train_agent(sam, train.set, config, log)
-    validation = (
-        score(Prompter(predictor, agent), Encoded(validation_rows, predictor, surgery, settings))
-        if validation_rows
-        else {}
-    )
-    summary = {
+    summary: dict[str, Any] = {
         "task": task,
         "data": data,
         "shots": shots,
         "training": training,
-        "validation": validation,
+        "validation": {},
         "sam_version": sam_version,
         "clip_version": surgery.clip.version if surgery else None,
     }
+    if validation_rows:
+        scored = score(Prompter(predictor, agent), Encoded(validation_rows, predictor, surgery, settings))
+        summary["validation"] = scored.figures
+        # The routing confidence is fitted on the same held-back items (issue 5: "fitted on a
+        # validation split when the policy is trained, stored with it").
+        summary["confidence"] = confidence.ConfidenceModel.fit(scored.signals, scored.ious).to_dict()
     version = save_agent(agent, out, extra=summary, settings=settings)
     return out, version, summary
 
 
+@dataclass
+class Scored:
+    """What ``score`` measured: the mean figures, and per item the confidence signals and true IoU."""
+
+    figures: dict[str, Any]
+    signals: np.ndarray  # (N, 4) in confidence.FEATURES order
+    ious: np.ndarray  # (N,)
+
+
 def score(
     prompter: Prompter, encoded: Encoded, ablation: str = "full", steps: int | None = None, seed: int = 0
-) -> dict[str, Any]:
+) -> Scored:
     """Prompt every encoded item (in encoder-sized batches) and average the paper's metrics over items."""
     per_image: dict[str, list[float]] = {name: [] for name in metrics.SCORES}
-    rates, agreement = [], []
+    rates, agreement, signals = [], [], []
     for start in range(0, len(encoded.items), ENCODE_BATCH):
         index = torch.arange(start, min(start + ENCODE_BATCH, len(encoded.items)))
         e = encoded.embeddings
@@ -171,6 +186,7 @@ def score(
         )
         maps = None if encoded.set.text_maps is None else encoded.set.text_maps[index]
         result = prompter(batch, maps, ablation=ablation, steps=steps, seed=seed + start)
+        signals.append(confidence.signals(result, batch.input_sizes, prompter.predictor.image_size))
         for k, i in enumerate(index.tolist()):
             gt = encoded.items[i].target
             for name, fn in metrics.SCORES.items():
@@ -185,7 +201,7 @@ def score(
     figures["foreground_rate"] = float(np.mean(rates)) if rates else None
     figures["label_accuracy"] = float(np.mean(agreement)) if agreement else None
     figures["images"] = len(encoded.items)
-    return figures
+    return Scored(figures, np.concatenate(signals), np.asarray(per_image["mIoU"]))
 
 
 def evaluate_policy(
@@ -225,5 +241,54 @@ def evaluate_policy(
         "shots": extra.get("shots"),
         "ablation": ablation,
         "steps": 0 if ablation == "single-step" else (prompter.steps if steps is None else steps),
-        **score(prompter, encoded, ablation, steps, seed),
+        **score(prompter, encoded, ablation, steps, seed).figures,
+    }
+
+
+def calibrate_policy(
+    task: str,
+    data: str,
+    policy: str,
+    limit: int | None = None,
+    out: str | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Refit an agent's routing confidence on ``task``'s items of ``data`` and save it (to ``out``,
+    default: in place). Use data the agent was not trained on.
+
+    The checkpoint's version is unchanged: it names the weights, and the masks they produce do not
+    depend on the confidence model. Returns the fitted model with its fit-set figures.
+    """
+    agent, version, extra = load_agent(policy, settings)
+    if agent.config.task != task:
+        raise ValueError(f"{policy} was trained for task {agent.config.task!r}, not {task!r}")
+    sam, _ = load_sam_model(agent.config.sam_model, None, settings)
+    predictor = BatchedSamPredictor(sam)
+    rows = task_items(data, task, settings)[:limit]
+    scored = score(
+        Prompter(predictor, agent), Encoded(rows, predictor, _surgery_for(agent.config, settings), settings)
+    )
+    model = confidence.ConfidenceModel.fit(scored.signals, scored.ious)
+    probabilities = model.predict(scored.signals)
+    good = scored.ious >= confidence.GOOD_IOU
+    ckpt = load_checkpoint(policy, settings)
+    fitted = model.to_dict()
+    saved = save_checkpoint(
+        out or policy,
+        KIND,
+        ckpt.config,
+        ckpt.state_dict,
+        extra={**extra, "confidence": fitted, "confidence_data": data},
+        settings=settings,
+    )
+    assert saved == version  # the weights and config were copied unchanged
+    return {
+        "task": task,
+        "policy": out or policy,
+        "policy_version": version,
+        "items": len(rows),
+        "good_share": float(good.mean()),
+        "calibration_error": metrics.expected_calibration_error(probabilities, good),
+        "confidence": fitted,
+        "data": data,
     }
