@@ -193,9 +193,28 @@ def test_label_dataset_finishes_on_any_mix_and_a_rerun_skips_everything(
     )
     runs = tables.read_table(tables.TableRef(output, "runs"))
     assert runs.num_rows == 1 and runs["items"].to_pylist() == [rows.num_rows]
+    assert_artifacts(result["run_id"], rows.num_rows)
     again = label_dataset(source=source, task=TASK, output=output, batch_size=4)
     assert again["items"] == 0 and again["skipped"] == rows.num_rows
     assert labels_of(output).num_rows == rows.num_rows
+
+
+def assert_artifacts(run_id: str, items: int) -> None:
+    """The run published a summary table artifact and a progress artifact that reached 100%."""
+    import json
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+    summary = next(a for a in artifacts if a.key == f"label-dataset-{TASK}")
+    figures = {row["figure"]: row["value"] for row in json.loads(summary.data)}
+    assert figures["items"] == items and figures["run_id"] == run_id
+    progress = [a.data for a in artifacts if a.type == "progress"]
+    assert progress and (items == 0 or progress[0] == 100.0)
 
 
 def _kill_autolabeler_processes() -> list[int]:
