@@ -273,15 +273,14 @@ def demo(
         print(json.dumps(result, indent=2, default=str))
         return
     quality = result["quality"]
-    summary = Table("", "items", "mIoU vs ground truth", title=f"label-dataset {result['task']} (demo)")
-    summary.add_row("labelled this run", str(result["items"]), "")
-    summary.add_row("already labelled (skipped)", str(result["skipped"]), "")
+    summary = Table(
+        "items", "this run", "in table", "mIoU vs truth", title=f"label-dataset {result['task']} (demo)"
+    )
     for status in ("auto_accepted", "needs_review"):
         q = quality.get(status, {"items": 0, "mIoU": float("nan")})
-        summary.add_row(
-            status.replace("_", " "), f"{result[status]} this run / {q['items']} in table", f"{q['mIoU']:.3f}"
-        )
-    summary.add_row("errors (broken files)", str(result["errors"]), "")
+        summary.add_row(status, str(result[status]), str(q["items"]), f"{q['mIoU']:.3f}")
+    summary.add_row("error (broken files)", str(result["errors"]), "", "")
+    summary.add_row("skipped (labelled before)", str(result["skipped"]), "", "")
     console.print(summary)
     console.print(f"throughput: {result['items_per_s']:.2f} images/s over {result['duration_s']:.1f} s")
     console.print(f"tables: {result['tables']['labels']} and {result['tables']['runs']}")
