@@ -7,7 +7,8 @@ every item; each mask is then scored against the truth. Printed per task:
 - the curve of auto-accepted mIoU against review rate: the lowest-confidence share r of items goes
   to review, the rest is auto-accepted (r = 0 is "accept everything", the mIoU of all items);
 - the expected calibration error (10 bins) of the confidence against "IoU >= 0.85";
-- at r = 20%: auto-accepted mIoU against the mIoU of all items (the issue's bar: higher).
+- at r = 20%: auto-accepted mIoU against the mIoU of all items (the issue's bar: higher);
+- the same over all tasks' items pooled in one queue.
 
     python benchmarks/routing_quality.py --data /tmp/held-{task} --log benchmarks/logs/routing-quality.jsonl
 """
@@ -35,7 +36,8 @@ RATES = [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8]
 BATCH = 16
 
 
-def score_task(task: str, data: str, limit: int | None) -> dict[str, object]:
+def score_task(task: str, data: str, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Label ``task``'s items of ``data`` with the zoo agent: (confidence, true IoU), (N,) each."""
     rows = datasets.read_manifest(data).to_pylist()[:limit]
     labeler = AutoLabeler(task, zoo_policy_path(task), run_id="routing-benchmark")
     confidence, ious = [], []
@@ -49,7 +51,11 @@ def score_task(task: str, data: str, limit: int | None) -> dict[str, object]:
             mask = masks.decode(masks.RLE(label["mask_rle_size"], label["mask_rle_counts"]))
             ious.append(metrics.mask_iou(mask, datasets.read_mask(row["mask_uri"])))
             confidence.append(label["confidence"])
-    c, iou = np.asarray(confidence), np.asarray(ious)
+    return np.asarray(confidence), np.asarray(ious)
+
+
+def summarise(task: str, data: str, c: np.ndarray, iou: np.ndarray) -> dict[str, object]:
+    """The routing figures of confidences ``c`` and true IoUs ``iou`` (N,) each."""
     order = np.argsort(c, kind="stable")  # lowest confidence first: those go to review
     curve = []
     for rate in RATES:
@@ -87,10 +93,14 @@ def main() -> None:
     parser.add_argument("--log", default=None)
     args = parser.parse_args()
     torch.manual_seed(0)
-    for task in args.tasks:
-        result = score_task(task, args.data.format(task=task), args.limit)
-        summary = {k: v for k, v in result.items() if k != "curve"}
-        print(json.dumps(summary))
+    scored = {task: score_task(task, args.data.format(task=task), args.limit) for task in args.tasks}
+    results = [summarise(task, args.data.format(task=task), *scored[task]) for task in args.tasks]
+    if len(scored) > 1:
+        # One queue for every task's items: how routing does on the whole held-out set.
+        pooled = (np.concatenate([scored[t][k] for t in args.tasks]) for k in (0, 1))
+        results.append(summarise("pooled", args.data, *pooled))
+    for result in results:
+        print(json.dumps({k: v for k, v in result.items() if k != "curve"}))
         print(
             "  "
             + "  ".join(f"r={p['review_rate']:.2f}:{p['auto_accepted_mIoU']:.3f}" for p in result["curve"])
