@@ -4,11 +4,13 @@ each stays a thin shell around library functions so they can be tested without t
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import typer
 from rich.console import Console
+from rich.file_proxy import FileProxy
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -66,13 +68,80 @@ def models_list() -> None:
     console.print(out)
 
 
+def _bars() -> Progress:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    return Progress(*columns, console=Console(stderr=True), transient=False)
+
+
 @contextmanager
 def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]]:
     """A progress bar on stderr; yields ``advance(n)``."""
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
+    with _bars() as bars:
+        task = bars.add_task(description, total=total)
+        yield lambda n: bars.advance(task, n)
+
+
+@contextmanager
+def labelling_progress_bar(description: str) -> Iterator[None]:
+    """A progress bar over the items that label flows run in this process label. It appears when
+    labelling starts, because only then is the number of items to label known."""
+    from maskfactory.tasks.labelling import progress_listener
+
+    with _bars() as bars:
+        task = bars.add_task(description, total=None, visible=False)
+        logs = _LogsAboveBars(bars.console)
+
+        def show(done: int, total: int) -> None:
+            logs.catch()
+            bars.update(task, completed=done, total=total, visible=True)
+
+        try:
+            with progress_listener(show):
+                yield
+        finally:
+            logs.release()
+
+
+class _PrintAbove(FileProxy):
+    """rich's ``FileProxy`` (whole lines printed through ``console``, above its live bars), which other
+    rich Consoles do not see through: a Console unwraps a ``FileProxy`` it is given to reach the
+    real file, and Prefect's log handler prints with a Console of its own."""
+
+    @property
+    def rich_proxied_file(self) -> FileProxy:
+        return self
+
+
+class _LogsAboveBars:
+    """Sends log handlers that write to ``console``'s stream through ``console`` while a bar is live.
+
+    Prefect's and Ray's handlers keep the stderr they were made with, so their lines would be drawn
+    into the bar; through rich's ``FileProxy`` they print above it instead. Prefect makes new
+    handlers when a flow starts its temporary server, so ``catch`` runs again on every update.
+    """
+
+    def __init__(self, console: Console) -> None:
+        self.stream = console.file
+        self.proxy = _PrintAbove(console, self.stream)
+        self.moved: list[logging.StreamHandler] = []
+
+    def catch(self) -> None:
+        loggers = [logging.getLogger(), *logging.root.manager.loggerDict.values()]
+        for logger in loggers:
+            for handler in getattr(logger, "handlers", ()):  # placeholders have no handlers
+                if isinstance(handler, logging.StreamHandler) and handler.stream is self.stream:
+                    self._point(handler, self.proxy)
+                    self.moved.append(handler)
+
+    def release(self) -> None:
+        for handler in self.moved:
+            self._point(handler, self.stream)
+
+    @staticmethod
+    def _point(handler: logging.StreamHandler, stream: object) -> None:
+        handler.setStream(stream)
+        if isinstance(getattr(handler, "console", None), Console):  # Prefect's handler prints with rich
+            handler.console.file = stream
 
 
 @contextmanager
@@ -250,7 +319,7 @@ def label(
     """Run the label-dataset flow in this process (the deployment runs the same flow)."""
     from maskfactory.flows.label_dataset import label_dataset
 
-    with user_errors():
+    with user_errors(), labelling_progress_bar(f"labelling {task}"):
         summary = label_dataset(
             source, task, output, policy, review_threshold, batch_size, num_actors, gpus_per_actor, limit
         )
@@ -268,7 +337,8 @@ def demo(
     the bundled models, print what happened. No network, no GPU."""
     from maskfactory.tasks.demo import run_demo
 
-    result = run_demo(out, n=n, num_actors=num_actors)
+    with labelling_progress_bar("labelling the demo set"):
+        result = run_demo(out, n=n, num_actors=num_actors)
     if as_json:
         print(json.dumps(result, indent=2, default=str))
         return

@@ -4,6 +4,7 @@ the flow on a real Prefect server and a real Ray cluster, and crashes of an acto
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -286,6 +287,8 @@ def test_killing_the_flow_process_and_rerunning_labels_every_item_once(
     assert tables.read_table(tables.TableRef(output, "runs")).num_rows == 0  # the run never finished
     rerun = subprocess.run([*command, "--json"], env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
+    left = 24 - at_kill
+    assert re.search(rf"labelling {TASK} .* {left}/{left}", rerun.stderr), "no finished progress bar"
     assert_each_item_once(output, sources["good"])
     assert tables.read_table(tables.TableRef(output, "runs"))["skipped"].to_pylist() == [at_kill]
 
@@ -317,6 +320,7 @@ def test_the_demo_labels_the_embedded_default_and_reports_quality(tmp_path: Path
         [MASKFACTORY, "demo", "--out", out, "--n", "4", "--json"], capture_output=True, text=True, timeout=600
     )
     assert cmd.returncode == 0, cmd.stderr[-3000:]
+    assert re.search(rf"labelling the demo set .* {4 + len(bad_image_files())}/", cmd.stderr)
     result = json.loads(cmd.stdout)
     assert result["items"] == 4 + len(bad_image_files()) and result["errors"] == len(bad_image_files())
     assert result["auto_accepted"] + result["needs_review"] == 4

@@ -19,6 +19,8 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +50,20 @@ from maskfactory.tasks.discover import Item
 # is resized to it) has nothing a 16x16-patch encoder can see; it becomes an error row.
 MIN_INPUT_SIDE = 8
 LABEL_KEY = ("item_id", "task")  # one labels row per item and task
+
+# Someone watching a run in this process (the CLI's progress bar) listens here; a served deployment
+# has no terminal, and shows the Prefect progress artifact instead.
+_progress_listener: ContextVar[Callable[[int, int], None] | None] = ContextVar("label_progress", default=None)
+
+
+@contextmanager
+def progress_listener(listener: Callable[[int, int], None]) -> Iterator[None]:
+    """Call ``listener(done, total)`` (items) as ``label_items`` runs in this context."""
+    token = _progress_listener.set(listener)
+    try:
+        yield
+    finally:
+        _progress_listener.reset(token)
 
 
 def versions(policy: str, settings: Settings | None = None) -> tuple[str, str]:
@@ -295,13 +311,18 @@ def run_labelling(
 def label_items(items: list[Item], relabel: set[str], job: LabelJob) -> dict[str, int]:
     """The Prefect task both labelling flows run: the Ray stage, with a progress artifact."""
     artifact = create_progress_artifact(0.0, description=f"{job.task}: items labelled")
+    listener = _progress_listener.get()
 
     def progress(done: int, counts: dict[str, int]) -> None:
         update_progress_artifact(artifact, 100.0 * done / len(items))
         print(f"{done}/{len(items)} labelled: {counts}")
+        if listener:
+            listener(done, len(items))
 
     if not items:
         return no_counts()
+    if listener:
+        listener(0, len(items))
     ensure_ray()
     return run_labelling(items, relabel, job, get_settings(), progress)
 
