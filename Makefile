@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: setup
-	PREFECT_SERVER_ANALYTICS_ENABLED=false RAY_USAGE_STATS_ENABLED=0 $(BIN)/maskfactory demo
+	$(BIN)/maskfactory demo
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

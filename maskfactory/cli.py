@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -66,6 +67,16 @@ def models_list() -> None:
     for spec in REGISTRY.values():
         out.add_row(spec.name, spec.family, spec.default_checkpoint or "(pass a URI)", spec.note)
     console.print(out)
+
+
+@app.callback()
+def offline() -> None:
+    """maskfactory: batch labelling for segmentation datasets."""
+    # No usage statistics from a Prefect server the flows start or from Ray: maskfactory runs
+    # without network. An explicit setting in the environment wins. Prefect and Ray are imported by
+    # the commands, after this.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 def _bars() -> Progress:
