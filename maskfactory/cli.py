@@ -77,6 +77,9 @@ def offline() -> None:
     # the commands, after this.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Prefect waits 20 s for the temporary API server a flow starts when no PREFECT_API_URL is set;
+    # on a busy 2-core machine (seen while the test suite ran beside it) that start takes longer.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 
 def _bars() -> Progress:
