@@ -26,7 +26,7 @@ import torch
 from maskfactory.models.alignsam.ppo import PPOConfig
 from maskfactory.models.alignsam.prompter import ABLATIONS
 from maskfactory.simulators import datasets
-from maskfactory.simulators.world import TASKS
+from maskfactory.simulators.world import BRANCH, TASKS
 from maskfactory.tasks.policy import VALIDATION, evaluate_policy, train_policy, zoo_policy_path
 
 STEPS = (1, 5, 10, 15, 20)
@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> None:
             train, test = data[task]
             for shots in sorted(args.shots, reverse=True):
                 masked = "-unmasked" if args.no_mask_chosen else ""
-                policy = root / f"alignsam-{task}-seed{seed}-{shots}shot{masked}.pt"
+                branch = args.branch or BRANCH[task]
+                policy = root / f"alignsam-{task}-{branch}-seed{seed}-{shots}shot{masked}.pt"
                 started = time.monotonic()
                 _, version, summary = train_policy(
                     task,
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> None:
                     str(policy),
                     shots=shots,
                     seed=seed,
-                    branch="implicit",
+                    branch=branch,
                     episodes=args.episodes,
                     ppo=PPOConfig(mask_chosen=not args.no_mask_chosen),
                 )
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace) -> None:
                     "shots": shots,
                     "version": version,
                     "mask_chosen": not args.no_mask_chosen,
+                    "branch": branch,
                 }
                 emit(
                     {**common, "kind": "train", "seconds": time.monotonic() - started, **summary["training"]}
@@ -176,6 +178,9 @@ def main() -> None:
     parser.add_argument("--shots", nargs="+", type=int, default=[5, 20, 50])
     parser.add_argument(
         "--steps", nargs="*", type=int, default=list(STEPS), help="T values to sweep (none: skip)."
+    )
+    parser.add_argument(
+        "--branch", choices=("implicit", "explicit"), help="SRM branch of every agent (default: the task's)."
     )
     parser.add_argument("--episodes", type=int, default=12, help="Passes over the few-shot set.")
     parser.add_argument("--test-n", type=int, default=50, help="Held-out images per task.")

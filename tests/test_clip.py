@@ -35,9 +35,9 @@ def test_tiny_clip_through_s3_gives_identical_outputs(s3_bucket: str) -> None:
     uri = f"{s3_bucket}/zoo/tiny-clip.pt"
     version = save_checkpoint(uri, "clip", TINY_CLIP, model.state_dict())
     loaded = load_clip({}, uri)  # the header carries the config
-    assert loaded.version == version and loaded.image_size == 128
-    want, got = encode(model, loaded.tokenizer, 128), encode(loaded.model, loaded.tokenizer, 128)
-    assert want[0].shape == (2, 128) and want[1].shape == (4, 128)
+    assert loaded.version == version and loaded.image_size == 256
+    want, got = encode(model, loaded.tokenizer, 256), encode(loaded.model, loaded.tokenizer, 256)
+    assert want[0].shape == (2, 128) and want[1].shape == (4, 128)  # embed_dim 128
     assert torch.equal(want[0], got[0]) and torch.equal(want[1], got[1])
 
 

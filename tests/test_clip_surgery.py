@@ -28,7 +28,7 @@ def random_clip(config: dict, seed: int = 0) -> LoadedClip:
 
 def test_maps_have_one_normalised_grid_per_image_and_prompt() -> None:
     surgery = ClipSurgery(random_clip(TINY_CLIP))
-    images = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    images = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     maps = surgery.maps(images, PROMPTS)
     assert surgery.grid_size == 16 and surgery.surgery_blocks == 2  # half of tiny-clip's 4 blocks
     assert maps.shape == (2, 3, 16, 16)
@@ -42,7 +42,7 @@ def test_maps_have_one_normalised_grid_per_image_and_prompt() -> None:
 
 def test_the_original_stream_is_clips_own_image_feature() -> None:
     loaded = random_clip(TINY_CLIP)
-    images = torch.randn(3, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    images = torch.randn(3, 3, 256, 256, generator=torch.Generator().manual_seed(1))
     feature, patches = ClipSurgery(loaded).encode_image(images)
     with torch.no_grad():
         assert torch.allclose(feature, loaded.model.encode_image(images), atol=1e-5)
@@ -52,7 +52,7 @@ def test_the_original_stream_is_clips_own_image_feature() -> None:
 def test_the_surgery_stream_differs_from_clips_tokens() -> None:
     """With every block operated on, patch tokens are no longer CLIP's own tokens."""
     loaded = random_clip(TINY_CLIP)
-    images = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(2))
+    images = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(2))
     one = ClipSurgery(loaded, surgery_blocks=1).encode_image(images)[1]
     four = ClipSurgery(loaded, surgery_blocks=4).encode_image(images)[1]
     assert not torch.allclose(one, four, atol=1e-3)
@@ -64,7 +64,7 @@ def test_redundancy_removal_subtracts_what_every_prompt_shares() -> None:
     """Against the empty prompt itself the similarity is exactly zero after removal, and removal
     changes the maps: without it they are plain cosine similarities, shared component included."""
     surgery = ClipSurgery(random_clip(TINY_CLIP))
-    images = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(3))
+    images = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(3))
     assert torch.equal(surgery.similarity(images, [""]), torch.zeros(2, 256, 1))
     plain = surgery.similarity(images, PROMPTS, remove_redundancy=False)
     removed = surgery.similarity(images, PROMPTS)

@@ -7,13 +7,15 @@ import torch
 from micro_models import MICRO_SAM
 from scipy.ndimage import distance_transform_edt
 
-from maskfactory.models.clip import image_normalization, normalize_images, tokenizer_for
+from maskfactory.models.clip import LoadedClip, image_normalization, normalize_images, tokenizer_for
+from maskfactory.models.clip_surgery import ClipSurgery
 from maskfactory.models.interactive import SamClickSegmenter
 from maskfactory.models.predictor import BatchedSamPredictor
 from maskfactory.models.sam import build_sam
 from maskfactory.models.zoo.train_clip import (
     CaptionedImage,
     TinyClipTraining,
+    _token_targets,
     train_tiny_clip,
     zero_shot_accuracy,
 )
@@ -135,14 +137,19 @@ def test_segmenter_encodes_each_image_once() -> None:
     assert len(calls) == 2
 
 
+def _micro_clip_config(image_size: int) -> dict:
+    """An open_clip config small enough to train in seconds: 8 px patches, two layers."""
+    return {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": image_size, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }
+
+
 def test_clip_recipe_learns_colours() -> None:
     """A micro CLIP learns to tell three colours apart zero-shot from captions alone."""
     torch.set_num_threads(2)
-    config = {
-        "embed_dim": 32,
-        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-    }
+    config = _micro_clip_config(32)
     rng = np.random.default_rng(0)
 
     def plain(name: str) -> np.ndarray:  # a noisy image of one colour
@@ -156,3 +163,43 @@ def test_clip_recipe_learns_colours() -> None:
     test = normalize_images(np.stack([plain(names[k]) for k in labels]), *image_normalization(config))
     accuracy = zero_shot_accuracy(model, tokenizer_for(config), test, labels, names, template="a {} image")
     assert accuracy > 0.9, accuracy
+
+
+def test_region_targets_mark_object_background_and_edge_tokens() -> None:
+    """A token is its region's when the region covers at least half of it, background when no region
+    touches it, and has no target over an edge or in an image that brings no regions."""
+    region = np.zeros((1, 32, 32), bool)
+    region[0, :8, :10] = True  # all of token (0, 0) and a quarter of token (0, 1)
+    pool = [
+        CaptionedImage(np.zeros((32, 32, 3), np.uint8), ["a red image"], region, [["red"]]),
+        CaptionedImage(np.zeros((32, 32, 3), np.uint8), ["a red image"]),
+    ]
+    index = {c: i for i, c in enumerate(["", "a red image", "red"])}
+    token_region, region_truth = _token_targets(pool, 4, index)
+    first = token_region[0].reshape(4, 4)
+    assert first[0, 0] == 1 and first[0, 1] == -1
+    assert (first.flatten()[2:] == 0).all() and first[1, 0] == 0
+    assert (token_region[1] == -1).all()
+    assert region_truth.tolist() == [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]  # background, then "red"
+
+
+def test_clip_recipe_learns_where_each_colour_is() -> None:
+    """With region captions, CLIP Surgery's map for a colour is high on the squares of that colour."""
+    torch.set_num_threads(2)
+    config = _micro_clip_config(64)
+    pool = [
+        CaptionedImage(image, sorted(set(names)), masks, [[name] for name in names])
+        for image, masks, names in squares(80, seed=0)
+    ]
+    model, _ = train_tiny_clip(config, pool, TinyClipTraining(steps=80, batch_size=16, warmup_steps=5))
+    surgery = ClipSurgery(LoadedClip(model, tokenizer_for(config), "test", 64, *image_normalization(config)))
+    hits = []
+    for image, masks, names in squares(10, seed=1):
+        x = normalize_images(image[None], *image_normalization(config))
+        maps = surgery.maps(x, list(COLORS))[0]  # (3, 8, 8)
+        cover = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(masks).float(), 8)
+        for name, c in zip(names, cover, strict=True):
+            inside, outside = maps[list(COLORS).index(name)][c >= 0.5], maps[list(COLORS).index(name)][c == 0]
+            if len(inside) and len(outside):
+                hits.append(float(inside.mean() > outside.mean() + 0.3))
+    assert np.mean(hits) > 0.9, hits

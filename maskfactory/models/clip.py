@@ -23,15 +23,22 @@ from open_clip.tokenizer import SimpleTokenizer
 
 from maskfactory.infra.checkpoints import load_checkpoint
 from maskfactory.infra.settings import Settings
+from maskfactory.models.stem import ConvStem
 
 # tiny-clip: our choice, sized to train contrastively on the synthetic world on a CPU.
-# 128 px images with 8 px patches give a 16x16 token grid, the same grid as tiny-sam's embedding, so
-# CLIP Surgery's text maps line up with SAM's patches. The text tower keeps CLIP's BPE vocabulary
-# (49408 tokens: the offline tokenizer's) at width 64; a context of 32 tokens fits every world caption.
+# 256 px images (the world's own size) with 16 px patches give a 16x16 token grid, the same grid as
+# tiny-sam's embedding, so CLIP Surgery's text maps line up with SAM's patches. The patch embedding is a
+# convolutional stem (``conv_stem``, models/stem.py): with open_clip's single linear projection the
+# tower did not learn the six shapes in the CPU budget, and at 128 px (objects 9-19 px across) it
+# confused stars, crosses and triangles (benchmarks/RESULTS.md). A thin stem keeps the full resolution
+# affordable (the stem takes about a tenth of a training step).
+# The text tower keeps CLIP's BPE vocabulary (49408 tokens: the offline tokenizer's) at width 64; a
+# context of 32 tokens fits every world caption.
 TINY_CLIP: dict[str, Any] = {
     "embed_dim": 128,
-    "vision_cfg": {"image_size": 128, "layers": 4, "width": 128, "head_width": 32, "patch_size": 8},
+    "vision_cfg": {"image_size": 256, "layers": 4, "width": 128, "head_width": 32, "patch_size": 16},
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 3},
+    "conv_stem": [32, 64],
 }
 
 
@@ -61,7 +68,12 @@ def build_clip(config: dict[str, Any]) -> open_clip.CLIP:
     for key in ("custom_text", "multimodal_cfg"):
         if cfg.pop(key, None):
             raise ValueError(f"CLIP configs with {key!r} are not supported")
-    return open_clip.CLIP(**cfg).eval()
+    stem = cfg.pop("conv_stem", None)  # ours, not open_clip's: applied after open_clip builds the ViT
+    model = open_clip.CLIP(**cfg)
+    if stem:
+        vision = cfg["vision_cfg"]
+        model.visual.conv1 = ConvStem(stem, vision["width"], vision["patch_size"])
+    return model.eval()
 
 
 def tokenizer_for(config: dict[str, Any]) -> SimpleTokenizer:

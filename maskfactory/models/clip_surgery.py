@@ -52,7 +52,7 @@ class ClipSurgery:
         if not visual.transformer.batch_first:
             raise ValueError("CLIP Surgery expects a batch-first open_clip transformer")
         depth = len(visual.transformer.resblocks)
-        self.surgery_blocks = depth // 2 if surgery_blocks is None else surgery_blocks
+        self.surgery_blocks = default_surgery_blocks(visual) if surgery_blocks is None else surgery_blocks
         if not 1 <= self.surgery_blocks <= depth:
             raise ValueError(f"surgery_blocks must be in 1..{depth}, got {surgery_blocks}")
         self.clip = clip
@@ -67,23 +67,7 @@ class ClipSurgery:
     def encode_image(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, S, S) -> CLIP's image feature (B, E) and the surgery stream's patch tokens (B, g*g, E),
         both projected into the joint embedding space and not normalised."""
-        v = self.visual
-        x = v.conv1(images).flatten(2).transpose(1, 2)  # (B, N, W)
-        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        x = v.ln_pre(torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype))
-        blocks = list(v.transformer.resblocks)
-        start = len(blocks) - self.surgery_blocks
-        for block in blocks[:start]:
-            x = block(x)
-        original, surgery = x, x
-        for block in blocks[start:]:
-            attended, value_value = _two_stream_attention(block, block.ln_1(original))
-            surgery = surgery + block.ls_1(value_value)  # the new stream skips the MLP
-            original = original + block.ls_1(attended)
-            original = original + block.ls_2(block.mlp(block.ln_2(original)))
-        image_feature = v.ln_post(original[:, 0]) @ v.proj
-        patches = v.ln_post(surgery[:, 1:]) @ v.proj
-        return image_feature, patches
+        return two_stream_forward(self.visual, images, self.surgery_blocks)
 
     @torch.no_grad()
     def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
@@ -132,7 +116,7 @@ class ClipSurgery:
         padding; the map covers the image there and is 0 on the padding.
         """
         x = np.stack([square_resize(im, self.clip.image_size) for im in images])
-        x = normalize_images(x, self.clip.mean, self.clip.std).to(self.visual.conv1.weight.device)
+        x = normalize_images(x, self.clip.mean, self.clip.std).to(self.visual.positional_embedding.device)
         unique = sorted(set(prompts))
         maps = self.maps(x, unique)  # (B, P, g, g): every distinct prompt once per image
         own = maps[torch.arange(len(prompts)), [unique.index(p) for p in prompts]]
@@ -141,6 +125,36 @@ class ClipSurgery:
             hh, ww = max(1, round(h * out_size / frame_size)), max(1, round(w * out_size / frame_size))
             out[i, :hh, :ww] = upsample(own[i][None, None], (hh, ww))[0, 0]
         return out
+
+
+def default_surgery_blocks(visual: VisionTransformer) -> int:
+    """How many of the last blocks carry the surgery stream unless told: half the depth."""
+    return len(visual.transformer.resblocks) // 2
+
+
+def two_stream_forward(
+    visual: VisionTransformer, images: torch.Tensor, surgery_blocks: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ViT with the surgery stream in its last ``surgery_blocks`` blocks, differentiable (the
+    tiny-clip recipe trains through it). (B, 3, S, S) -> CLIP's image feature (B, E) and the surgery
+    stream's patch tokens (B, g*g, E), both projected and not normalised."""
+    v = visual
+    x = v.conv1(images).flatten(2).transpose(1, 2)  # (B, N, W)
+    cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+    x = v.ln_pre(torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype))
+    blocks = list(v.transformer.resblocks)
+    start = len(blocks) - surgery_blocks
+    for block in blocks[:start]:
+        x = block(x)
+    original, surgery = x, x
+    for block in blocks[start:]:
+        attended, value_value = _two_stream_attention(block, block.ln_1(original))
+        surgery = surgery + block.ls_1(value_value)  # the new stream skips the MLP
+        original = original + block.ls_1(attended)
+        original = original + block.ls_2(block.mlp(block.ln_2(original)))
+    image_feature = v.ln_post(original[:, 0]) @ v.proj
+    patches = v.ln_post(surgery[:, 1:]) @ v.proj
+    return image_feature, patches
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -19,6 +19,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 
 from maskfactory.infra.checkpoints import load_checkpoint
 from maskfactory.infra.settings import Settings
+from maskfactory.models.stem import ConvStem
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class SamConfig:
     decoder_num_heads: int = 8
     iou_head_hidden_dim: int = 256
     num_multimask_outputs: int = 3
+    # Channels of a convolutional patch embedding (models/stem.py) in place of SAM's single patch
+    # projection; empty for the official models.
+    conv_stem: tuple[int, ...] = ()
 
     @property
     def embedding_size(self) -> int:
@@ -52,6 +56,7 @@ class SamConfig:
     def from_dict(cls, d: dict[str, Any]) -> SamConfig:
         d = dict(d)
         d["encoder_global_attn_indexes"] = tuple(d["encoder_global_attn_indexes"])
+        d["conv_stem"] = tuple(d.get("conv_stem", ()))
         return cls(**d)
 
 
@@ -126,6 +131,9 @@ def build_sam(config: SamConfig) -> Sam:
         pixel_mean=[123.675, 116.28, 103.53],
         pixel_std=[58.395, 57.12, 57.375],
     )
+    if config.conv_stem:
+        encoder = sam.image_encoder
+        encoder.patch_embed.proj = ConvStem(config.conv_stem, config.encoder_embed_dim, config.patch_size)
     return sam.eval()
 
 

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from maskfactory.infra.checkpoints import save_checkpoint
 from maskfactory.infra.settings import Settings
@@ -59,29 +61,51 @@ def training_samples(
     ]
 
 
+# Region kinds get a sentence and the bare prompt AlignSAM's explicit branch sends to CLIP Surgery
+# (the paper's Appendix A: "shadow", "defocus background", "glass").
+REGION_CAPTIONS = {
+    "shadow": ["a photo with shadows", "shadow"],
+    "blur": ["a photo with a blurred background", "defocus background"],
+    "glass": ["a photo with glass", "glass"],
+}
+
+
+def object_captions(kind: str, colour: str) -> list[str]:
+    """Every caption of one world instance on its own: a class object's bare name (the semantic task's
+    prompt), its name with and without its colour in a sentence, or a region kind's sentence and prompt."""
+    if kind in CLASSES:
+        return [kind, f"a photo of a {kind}", f"a photo of a {colour} {kind}", f"a {colour} {kind}"]
+    return list(REGION_CAPTIONS[kind])
+
+
 def clip_captions(sample: Sample) -> list[str]:
     """Every caption that truly describes a world image: its objects' classes and colours, and the
     kind of region (shadow, blur, glass) the image shows. Order of objects is not meaningful."""
     things = [(k, c) for k, c in zip(sample.object_kinds, sample.object_colors, strict=True) if k in CLASSES]
     captions: list[str] = []
     if len(things) == 1:
-        kind, color = things[0]
-        captions += [f"a photo of a {kind}", f"a photo of a {color} {kind}", f"a {color} {kind}"]
+        captions += object_captions(*things[0])
     elif things:
         kinds = sorted({k for k, _ in things})
-        captions += [f"a photo of a {k}" for k in kinds]  # each class present is a true caption
+        captions += kinds + [f"a photo of a {k}" for k in kinds]  # each class present is a true caption
         captions += [f"a photo of a {c} {k}" for k, c in sorted(set(things))]
-    # Region kinds get a sentence and the bare prompt AlignSAM's explicit branch sends to CLIP Surgery
-    # (the paper's Appendix A: "shadow", "defocus background", "glass").
-    region = {
-        "shadow": ("a photo with shadows", "shadow"),
-        "blur": ("a photo with a blurred background", "defocus background"),
-        "glass": ("a photo with glass", "glass"),
-    }
-    for kind, words in region.items():
+    for kind, words in REGION_CAPTIONS.items():
         if kind in sample.object_kinds:
             captions += words
     return captions or ["a photo"]
+
+
+def captioned_image(sample: Sample, size: int) -> CaptionedImage:
+    """A world sample as tiny-clip trains on it, at ``size`` px: the image's captions, and each
+    instance as a region with its own captions."""
+    regions = torch.from_numpy(sample.objects).float()[None]  # (1, K, H, W)
+    regions = F.interpolate(regions, (size, size), mode="area")[0] >= 0.5
+    return CaptionedImage(
+        square_resize(sample.image, size),
+        clip_captions(sample),
+        regions.numpy(),
+        [object_captions(k, c) for k, c in zip(sample.object_kinds, sample.object_colors, strict=True)],
+    )
 
 
 def train_zoo_model(
@@ -111,7 +135,7 @@ def train_zoo_model(
         n = pool_size or 3600
         singles = training_samples(n // 2, seed, tasks=("semantic",), n_objects=1)
         samples = training_samples(n - n // 2, seed) + singles
-        pool = [CaptionedImage(square_resize(s.image, size), clip_captions(s)) for s in samples]
+        pool = [captioned_image(s, size) for s in samples]
         model, summary = train_tiny_clip(clip_models.TINY_CLIP, pool, training, log=log)
         kind, config = "clip", clip_models.TINY_CLIP
     summary = {**summary, "pool_size": len(pool), "domain": "natural", "tasks": list(TASKS)}

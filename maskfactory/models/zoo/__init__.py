@@ -2,7 +2,7 @@
 
 Checkpoint files live next to this module; `zoo_path(name)` finds one. `train_sam.py` and
 `train_clip.py` are the recipes; `maskfactory zoo train NAME` (maskfactory/tasks/zoo.py) trains them on
-the synthetic world. tiny-sam.pt ships; tiny-clip.pt does not yet, and loading it says so.
+the synthetic world. tiny-sam.pt and tiny-clip.pt ship.
 alignsam-TASK.pt are AlignSAM agents for the five synthetic tasks on tiny-sam (50 shots), trained by
 ``benchmarks/alignsam_tables.py --ship`` (equivalently ``maskfactory policy train``).
 """

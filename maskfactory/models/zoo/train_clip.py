@@ -1,17 +1,24 @@
 """Train tiny-clip contrastively (Radford et al. 2021) on captioned images, and measure zero-shot accuracy.
 
-The loss is CLIP's symmetric cross-entropy between image and caption embeddings, with one change we
-chose for a small world. CLIP contrasts each image with the one caption drawn for it and treats every
-other caption in the batch as a negative. Here the world has about a hundred distinct captions and
-an image has several true ones ("a photo of a star", "a red star", "a photo with shadows"), so most
-in-batch "negatives" would be true. Instead each step contrasts the batch's images with the whole
-caption vocabulary (every distinct caption of the pool, encoded afresh each step): an image's target is
-spread evenly over all its true captions, and a caption's target over the batch images it truly
-describes.
+The loss is CLIP's symmetric cross-entropy between image and caption embeddings, with two changes we
+chose for a small world and a CPU budget.
 
-This recipe has not yet produced a tiny-clip that names shapes: in the CPU budget the tiny ViT learns
-colours and region kinds but not the six classes, even when trained as a plain supervised classifier
-(benchmarks/tiny_vit_probe.py; figures in benchmarks/RESULTS.md).
+1. **Vocabulary targets.** CLIP contrasts each image with the one caption drawn for it and treats every
+   other caption in the batch as a negative. Here the world has about a hundred distinct captions and an
+   image has several true ones ("a photo of a star", "a red star", "a photo with shadows"), so most
+   in-batch "negatives" would be true. Instead each step contrasts the batch's images with the whole
+   caption vocabulary (every distinct caption of the pool, encoded afresh each step): an image's target
+   is spread evenly over all its true captions, and a caption's target over the batch images it truly
+   describes.
+2. **Region captions** (``region_weight``). The same contrast, per patch token: a token that lies on an
+   object (at least half of its pixels) is pulled towards that object's own captions, and a token on
+   none of them towards the empty prompt "". The tokens are those of CLIP Surgery's stream
+   (``clip_surgery.two_stream_forward``), the ones AlignSAM's text maps are read from, and "" is the
+   prompt whose feature CLIP Surgery subtracts, so a text map is high where the prompt's region is and
+   low elsewhere. Tokens over an object's edge (some of it, less than half) are left out. This gives the
+   model a label per token instead of one per image; without it (and without the ViT's convolutional
+   stem) the tower did not learn the six shapes in the CPU budget (benchmarks/RESULTS.md). Object and
+   background tokens weigh half each, since background tokens far outnumber object ones.
 
 Like the tiny-sam recipe, this module takes a pool of samples and knows nothing about the world.
 """
@@ -21,7 +28,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,28 +38,36 @@ import torch.nn.functional as F
 from open_clip.tokenizer import SimpleTokenizer
 
 from maskfactory.models.clip import build_clip, normalize_images, tokenizer_for
+from maskfactory.models.clip_surgery import default_surgery_blocks, two_stream_forward
 from maskfactory.models.zoo.common import mean_of, warmup_cosine
+
+BACKGROUND = ""  # the caption of tokens on no captioned region: CLIP Surgery's empty prompt
+COVERED = 0.5  # a token belongs to a region covering at least this share of its pixels
 
 
 @dataclass
 class TinyClipTraining:
     """Hyper-parameters of one tiny-clip training run."""
 
-    # Sized for the zoo's budget (under 45 minutes on 2 cores): one step of batch 32 takes about 0.7 s there.
-    # The vocabulary loss needs no large batch for negatives, so small batches buy more steps.
-    steps: int = 1800
+    # Sized for the zoo's budget (under 45 minutes on 2 cores, pool generation included): a step of
+    # batch 32 takes about 0.8 s there. The vocabulary loss needs no large batch for negatives, so small
+    # batches buy more steps.
+    steps: int = 2400
     batch_size: int = 32
     lr: float = 1e-3  # AdamW; small models and short schedules tolerate a higher rate than CLIP's 5e-4
     weight_decay: float = 0.1
     warmup_steps: int = 100
+    region_weight: float = 1.0  # weight of the per-token region-caption loss (0: CLIP's image loss only)
     seed: int = 0
-    time_limit_s: float | None = 30 * 60  # a safety net; the summary records the steps that ran
+    time_limit_s: float | None = 40 * 60  # a safety net; the summary records the steps that ran
 
 
 @dataclass
 class CaptionedImage:
     image: np.ndarray  # (S, S, 3) uint8 at the model's input size
     captions: list[str]  # every caption that truly describes the image
+    regions: np.ndarray | None = None  # (K, S, S) bool: parts of the image with captions of their own
+    region_captions: list[list[str]] = field(default_factory=list)  # K lists: each region's captions
 
 
 def train_tiny_clip(
@@ -69,12 +84,17 @@ def train_tiny_clip(
     images = normalize_images(
         np.stack([p.image for p in pool]), open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
     )
-    vocabulary = sorted({c for p in pool for c in p.captions})
+    captions = {c for p in pool for c in p.captions}
+    captions |= {c for p in pool for region in p.region_captions for c in region}
+    vocabulary = sorted(captions | {BACKGROUND})
     tokens = tokenizer(vocabulary)
     index = {c: i for i, c in enumerate(vocabulary)}
     truth = torch.zeros(len(pool), len(vocabulary))  # (N, V): 1 where a caption describes an image
     for row, p in enumerate(pool):
         truth[row, [index[c] for c in p.captions]] = 1.0
+    grid = model.visual.grid_size[0]
+    token_region, region_truth = _token_targets(pool, grid, index)
+    blocks = default_surgery_blocks(model.visual)
     optim = torch.optim.AdamW(model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
 
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -85,17 +105,23 @@ def train_tiny_clip(
         if training.time_limit_s is not None and time.perf_counter() - start > training.time_limit_s:
             break
         steps_run = step + 1
-        picks = rng.choice(len(pool), size=training.batch_size, replace=len(pool) < training.batch_size)
-        x = images[torch.as_tensor(picks)]
-        x = torch.where(torch.as_tensor(rng.random(len(picks)) < 0.5)[:, None, None, None], x.flip(-1), x)
-        loss, acc = _contrastive_loss(model, x, tokens, truth[torch.as_tensor(picks)])
+        picks = torch.as_tensor(
+            rng.choice(len(pool), size=training.batch_size, replace=len(pool) < training.batch_size)
+        )
+        x, regions = _dihedral(images[picks], token_region[picks].reshape(-1, grid, grid), rng)
+        feature, patches = two_stream_forward(model.visual, x, blocks)
+        txt = F.normalize(model.encode_text(tokens), dim=-1)
+        scale = model.logit_scale.exp()
+        image_loss, acc = _contrastive_loss(scale * F.normalize(feature, dim=-1) @ txt.T, truth[picks])
+        region_loss = _region_loss(scale * F.normalize(patches, dim=-1) @ txt.T, regions, region_truth)
+        loss = image_loss + training.region_weight * region_loss
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
         sched.step()
         with torch.no_grad():  # CLIP clamps the learned temperature at 100
             model.logit_scale.clamp_(0, math.log(100))
-        recent.append({"loss": loss.item(), "batch_acc": acc})
+        recent.append({"loss": image_loss.item(), "region_loss": region_loss.item(), "batch_acc": acc})
         if log and (step + 1) % 50 == 0:
             log({"step": step + 1, "seconds": time.perf_counter() - start, **mean_of(recent)})
             recent = []
@@ -104,22 +130,75 @@ def train_tiny_clip(
     return model.eval(), summary
 
 
-def _contrastive_loss(
-    model: open_clip.CLIP, x: torch.Tensor, tokens: torch.Tensor, truth: torch.Tensor
-) -> tuple[torch.Tensor, float]:
-    """Images x (B, 3, S, S) against the caption vocabulary's tokens (V, L); truth (B, V) in {0, 1}.
+def _dihedral(
+    x: torch.Tensor, regions: torch.Tensor, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (B, 3, S, S) and their token regions (B, g, g), turned by one random quarter turn per
+    batch and mirrored per image; returns the regions flattened to (B, g*g). Every world caption
+    survives this: objects lie at any angle, and no caption says where anything is."""
+    turns = int(rng.integers(4))
+    x, regions = torch.rot90(x, turns, (-2, -1)), torch.rot90(regions, turns, (-2, -1))
+    flip = torch.as_tensor(rng.random(len(x)) < 0.5)
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return x, torch.where(flip[:, None, None], regions.flip(-1), regions).flatten(1)
+
+
+def _token_targets(
+    pool: Sequence[CaptionedImage], grid: int, index: dict[str, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which region each patch token lies on, and each region's captions.
+
+    Returns token_region (N, grid*grid) long, an index into region_truth (R + 1, V), whose row 0 is the
+    background (the empty prompt) and whose row r holds 1 for each caption of region r; -1 marks a
+    token over a region's edge, or of an image without ``regions``, which has no target.
+    """
+    rows = [F.one_hot(torch.tensor(index[BACKGROUND]), len(index)).float()]
+    token_region = torch.full((len(pool), grid * grid), -1, dtype=torch.long)  # no regions: no targets
+    for i, p in enumerate(pool):
+        if p.regions is None:
+            continue
+        if len(p.regions) == 0:
+            token_region[i] = 0
+            continue
+        cover = F.adaptive_avg_pool2d(torch.from_numpy(p.regions).float(), grid).flatten(1)  # (K, g*g)
+        best, which = cover.max(0)
+        ids = torch.full_like(which, -1)
+        ids[best >= COVERED] = which[best >= COVERED] + len(rows)
+        ids[cover.sum(0) == 0] = 0
+        token_region[i] = ids
+        for captions in p.region_captions:
+            row = torch.zeros(len(index))
+            row[[index[c] for c in captions]] = 1.0
+            rows.append(row)
+    return token_region, torch.stack(rows)
+
+
+def _contrastive_loss(logits: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Image-to-vocabulary logits (B, V) against truth (B, V) in {0, 1}, both directions.
 
     Returns the loss and the share of images whose best-matching caption is a true one.
     """
-    img = F.normalize(model.encode_image(x), dim=-1)
-    txt = F.normalize(model.encode_text(tokens), dim=-1)
-    logits = model.logit_scale.exp() * img @ txt.T  # (B, V)
     image_loss = F.cross_entropy(logits, truth / truth.sum(1, keepdim=True))
     described = truth.sum(0) > 0  # captions true of some image in the batch
     per_caption = truth[:, described].T
     caption_loss = F.cross_entropy(logits[:, described].T, per_caption / per_caption.sum(1, keepdim=True))
-    acc = truth[torch.arange(len(x)), logits.argmax(1)].mean().item()
+    acc = truth[torch.arange(len(logits)), logits.argmax(1)].mean().item()
     return 0.5 * (image_loss + caption_loss), acc
+
+
+def _region_loss(
+    logits: torch.Tensor, token_region: torch.Tensor, region_truth: torch.Tensor
+) -> torch.Tensor:
+    """Token-to-vocabulary logits (B, N, V) against each token's region captions: cross-entropy with
+    targets spread over the region's captions, averaged over object tokens and over background
+    tokens, half each (either half is left out of a batch that has none)."""
+    parts = []
+    for on_object in (True, False):
+        sel = token_region > 0 if on_object else token_region == 0
+        if sel.any():
+            target = region_truth[token_region[sel]]
+            parts.append(F.cross_entropy(logits[sel], target / target.sum(1, keepdim=True)))
+    return torch.stack(parts).mean() if parts else logits.sum() * 0
 
 
 @torch.no_grad()

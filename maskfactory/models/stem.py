@@ -1,0 +1,41 @@
+"""A convolutional patch embedding for the zoo's small ViTs (tiny-clip, tiny-sam).
+
+A ViT embeds each p x p patch with one linear projection and must learn everything about shape and
+edges from attention. Xiao et al. (2021, "Early convolutions help transformers see better") replace
+that projection with a few strided convolutions and find ViTs then train faster and less sensitively
+to their optimiser. For models trained from scratch in a CPU budget that is what we need.
+
+Our choice of layout: a non-overlapping s x s "patchify" convolution first (as in ConvNeXt's stem),
+then 3x3 stride-2 convolutions. Xiao et al. use 3x3 stride-2 convolutions throughout; at 256 px the
+first of those, on a full-resolution map, took two thirds of the stem's time here (GroupNorm and GELU
+over 128 x 128 maps), for detail finer than a 4 px cell that the 16 px tokens do not keep anyway.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+from torch import nn
+
+
+class ConvStem(nn.Sequential):
+    """(B, 3, S, S) -> (B, width, S / patch, S / patch), the shape a ViT's patch projection returns
+    (open_clip's ``conv1``, segment_anything's ``patch_embed.proj``), so the rest of the model is
+    unchanged.
+
+    ``hidden`` lists the channels after the patchify conv and after each stride-2 conv but the last,
+    which maps to ``width``: k entries give a patchify stride of patch / 2^k. Every conv but the last
+    is followed by GroupNorm and GELU.
+    """
+
+    def __init__(self, hidden: Sequence[int], width: int, patch_size: int) -> None:
+        first = patch_size // 2 ** len(hidden)
+        if not hidden or first < 2 or first * 2 ** len(hidden) != patch_size:
+            raise ValueError(
+                f"{len(hidden)} stride-2 convs after a patchify conv cannot make {patch_size} px patches"
+            )
+        layers: list[nn.Module] = [nn.Conv2d(3, hidden[0], first, first, bias=False)]
+        for c_in, c_out in itertools.pairwise([*hidden, width]):
+            layers += [nn.GroupNorm(8, c_in), nn.GELU(), nn.Conv2d(c_in, c_out, 3, 2, 1, bias=c_out == width)]
+        super().__init__(*layers)

@@ -1,0 +1,47 @@
+"""The convolutional patch embedding of the zoo's ViTs, in tiny-clip and in SAM configs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from micro_models import MICRO_SAM
+
+from maskfactory.infra.checkpoints import save_checkpoint
+from maskfactory.models.clip import TINY_CLIP, build_clip
+from maskfactory.models.sam import SamConfig, build_sam, load_sam
+from maskfactory.models.stem import ConvStem
+
+
+def test_the_stem_has_the_patch_projections_output_shape() -> None:
+    stem = ConvStem([16, 32], width=48, patch_size=16)  # a 4 px patchify conv, then two stride-2 convs
+    assert stem(torch.rand(2, 3, 64, 64)).shape == (2, 48, 4, 4)
+    for hidden, patch in (([16, 32], 4), ([16, 32], 10), ([], 16)):
+        with pytest.raises(ValueError, match="cannot make"):
+            ConvStem(hidden, width=48, patch_size=patch)
+
+
+def test_tiny_clip_embeds_patches_with_the_stem() -> None:
+    model = build_clip(TINY_CLIP)
+    assert isinstance(model.visual.conv1, ConvStem)
+    assert model.encode_image(torch.rand(1, 3, 256, 256)).shape == (1, TINY_CLIP["embed_dim"])
+    plain = build_clip({k: v for k, v in TINY_CLIP.items() if k != "conv_stem"})
+    assert isinstance(plain.visual.conv1, torch.nn.Conv2d)
+
+
+def test_a_sam_config_with_a_stem_round_trips_through_its_checkpoint(tmp_path) -> None:
+    config = dataclasses.replace(MICRO_SAM, conv_stem=(8, 16))  # 16 px patches
+    sam = build_sam(config)
+    assert isinstance(sam.image_encoder.patch_embed.proj, ConvStem)
+    assert sam.image_encoder(torch.rand(1, 3, 64, 64)).shape == (1, 32, 4, 4)
+    assert SamConfig.from_dict(config.to_dict()) == config
+    # Headers written before the field existed read as no stem.
+    old = {k: v for k, v in MICRO_SAM.to_dict().items() if k != "conv_stem"}
+    assert SamConfig.from_dict(old) == MICRO_SAM
+    uri = str(tmp_path / "sam.pt")
+    save_checkpoint(uri, "sam", config.to_dict(), sam.state_dict())
+    loaded, _ = load_sam(uri)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded.image_encoder(x), sam.image_encoder(x))
