@@ -6,7 +6,7 @@ score it on held-out items (a dataset made with seed 1) with the full agent and 
 ``--out``, so an interrupted run keeps what it measured; ``--report`` turns the lines into tables.
 
     python benchmarks/alignsam_tables.py --root /tmp/alignsam --out benchmarks/logs/alignsam-tables.jsonl
-    python benchmarks/alignsam_tables.py --report benchmarks/logs/alignsam-tables.jsonl
+    python benchmarks/alignsam_tables.py --report benchmarks/logs/alignsam-tables*.jsonl
 
 ``--ship`` copies the seed-0, 50-shot agents into the zoo (maskfactory/models/zoo/alignsam-TASK.pt).
 """
@@ -98,8 +98,14 @@ def _figures(r: dict) -> dict:
     return {k: r[k] for k in (*FIGURES, "images")}
 
 
-def report(path: str) -> None:
-    every = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+def report(paths: list[str]) -> None:
+    every = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines() if line.strip()]
+    switch = [
+        r
+        for r in every
+        if r["kind"] == "eval" and r["ablation"] == "full" and r["shots"] == 50 and r.get("mask_chosen", True)
+    ]
+    every = [r for r in every if r["branch"] == BRANCH[r["task"]]]  # the tables: each task's own branch
     rows = [r for r in every if r.get("mask_chosen", True)]
     unmasked = [r for r in every if not r.get("mask_chosen", True)]
     evals = [r for r in rows if r["kind"] == "eval"]
@@ -155,6 +161,17 @@ def report(path: str) -> None:
             masked, free = ([r for r in g if r["ablation"] == "full" and r["seed"] in seeds] for g in both)
             figures = [cell([r[f] for r in g]) for f in ("mIoU", "foreground_rate") for g in (masked, free)]
             print(f"| {task} | " + " | ".join(figures) + " |")
+    branches = ("implicit", "explicit")
+    print("\n### Semantic switch (Table 4: full agent, 50 shots, mIoU; * = the task's branch)\n")
+    print("| task | " + " | ".join(branches) + " |")
+    print("|---|---|---|")
+    for task in tasks:
+        values = [
+            cell([r["mIoU"] for r in switch if r["task"] == task and r["branch"] == b])
+            + ("*" if b == BRANCH[task] else "")
+            for b in branches
+        ]
+        print(f"| {task} | " + " | ".join(values) + " |")
     seconds: dict[tuple[str, int], list[float]] = defaultdict(list)
     for r in rows:
         if r["kind"] == "train":
@@ -170,7 +187,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--report", help="Print tables from a JSON-lines file and exit.")
+    parser.add_argument(
+        "--report", nargs="+", help="Print tables from JSON-lines files (each task's branch) and exit."
+    )
     parser.add_argument("--root", default="/tmp/alignsam-tables", help="Datasets and agents go here.")
     parser.add_argument("--out", default="benchmarks/logs/alignsam-tables.jsonl")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))

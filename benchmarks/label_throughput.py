@@ -1,7 +1,8 @@
 """Throughput and memory of the labelling stage of ``label-dataset`` (issue 5), in one process.
 
-For one SAM (tiny-sam with the zoo's saliency agent, or vit_b and an agent with random weights: cost
-does not depend on weights), on the same generated images, in this order:
+For one SAM (tiny-sam with the zoo's agent for ``--task``, saliency by default, or vit_b and a
+saliency agent with random weights: cost does not depend on weights), on the same generated images
+of that task, in this order:
 
 1. encoder only: the same Ray Data actor pool, batches and threads as the pipeline, but each actor
    only reads, decodes and encodes (``EncodeOnly``); the ceiling a SAM labeller could reach;
@@ -15,6 +16,7 @@ does not depend on weights), on the same generated images, in this order:
 
     python benchmarks/label_throughput.py --model tiny-sam --images 64 --batch-size 8
     python benchmarks/label_throughput.py --model vit_b --images 4 --batch-size 2 --actors 1 --amg-images 1
+    python benchmarks/label_throughput.py --task shadow --actors 1   # an explicit-branch agent (+ tiny-clip)
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from maskfactory.models.predictor import BatchedSamPredictor
 from maskfactory.models.registry import get_spec, load_sam_model
 from maskfactory.models.sam import build_sam
 from maskfactory.simulators import datasets
+from maskfactory.simulators.world import TASKS
 from maskfactory.tasks import discover, labelling
 from maskfactory.tasks.policy import zoo_policy_path
 
@@ -129,13 +132,13 @@ def encoder_only(settings: Settings, source: str, actors: int, batch_size: int) 
 
 
 def pipeline(
-    settings: Settings, policy: str, source: str, out: str, actors: int, batch_size: int
+    settings: Settings, task: str, policy: str, source: str, out: str, actors: int, batch_size: int
 ) -> dict[str, float]:
-    items = discover.discover(source, "saliency", tables.TableRef(out, "labels", settings), "-", "-").todo
+    items = discover.discover(source, task, tables.TableRef(out, "labels", settings), "-", "-").todo
     marks: list[tuple[float, int]] = []
     start = time.perf_counter()
     with PeakRss() as rss:
-        job = labelling.LabelJob("saliency", policy, out, f"bench-{actors}", 0.5, batch_size, actors)
+        job = labelling.LabelJob(task, policy, out, f"bench-{actors}", 0.5, batch_size, actors)
         labelling.run_labelling(
             items, set(), job, settings, lambda done, _: marks.append((time.perf_counter(), done))
         )
@@ -164,22 +167,26 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default="tiny-sam", choices=["tiny-sam", "vit_b"])
+    parser.add_argument("--task", default="saliency", choices=TASKS, help="tiny-sam only.")
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--actors", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--amg-images", type=int, default=4)
     parser.add_argument("--log", default=None, help="Append the result as one JSON line to this file.")
     args = parser.parse_args()
+    if args.model == "vit_b" and args.task != "saliency":
+        parser.error("vit_b runs a random saliency agent; --task is for tiny-sam")
     with tempfile.TemporaryDirectory() as tmp:
         if args.model == "tiny-sam":
-            settings, policy = Settings(sam_model="tiny-sam"), zoo_policy_path("saliency")
+            settings, policy = Settings(sam_model="tiny-sam"), zoo_policy_path(args.task)
         else:
             settings, policy = random_vit_b(tmp)
         data = os.path.join(tmp, "data")
-        datasets.write_dataset(data, "saliency", n=args.images, seed=7)
+        datasets.write_dataset(data, args.task, n=args.images, seed=7)
         images = [it.image for it in datasets.iter_items(data)]
         result: dict[str, object] = {
             "model": args.model,
+            "task": args.task,
             "images": args.images,
             "batch_size": args.batch_size,
             "cluster_cpus": CLUSTER_CPUS,
@@ -190,7 +197,8 @@ def main() -> None:
         runs = []
         for a in args.actors:
             encoder = encoder_only(settings, source, a, args.batch_size)
-            run = pipeline(settings, policy, source, os.path.join(tmp, f"out-{a}"), a, args.batch_size)
+            out = os.path.join(tmp, f"out-{a}")
+            run = pipeline(settings, args.task, policy, source, out, a, args.batch_size)
             run["encoder_only"] = encoder
             run["steady_over_encoder"] = run["steady_images_per_s"] / encoder["steady_images_per_s"]
             runs.append(run)

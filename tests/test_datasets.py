@@ -75,6 +75,7 @@ def test_captions_name_what_is_in_the_image() -> None:
     single = make_sample("semantic", seed=11, n_objects=1)
     kind, color = single.object_kinds[0], single.object_colors[0]
     assert clip_captions(single) == [
+        kind,  # the bare class name: the semantic task's prompt, which CLIP Surgery maps
         f"a photo of a {kind}",
         f"a photo of a {color} {kind}",
         f"a {color} {kind}",

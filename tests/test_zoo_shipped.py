@@ -19,7 +19,7 @@ from maskfactory.models.registry import load_sam_model
 from maskfactory.models.zoo import ZOO_DIR, zoo_path
 from maskfactory.simulators.clicker import Click
 from maskfactory.simulators.datasets import write_dataset
-from maskfactory.simulators.world import TASKS, make_sample
+from maskfactory.simulators.world import BRANCH, TASKS, make_sample
 
 
 def test_the_zoo_fits_its_size_budget() -> None:
@@ -113,7 +113,9 @@ def test_shipped_alignsam_agents_say_what_they_are() -> None:
         agent, version, extra = load_agent(zoo_policy_path(task))
         assert agent.config.task == task and agent.config.sam_model == "tiny-sam" and len(version) == 12
         assert extra["shots"] == 50 and extra["validation"]["images"] == 20
-        assert not agent.config.explicit  # trained before tiny-clip shipped: all use the implicit SRM
+        # The semantic switch as chosen in world.BRANCH; explicit agents read tiny-clip's text maps.
+        assert agent.config.explicit == (BRANCH[task] == "explicit")
+        assert agent.config.clip_model == ("tiny-clip" if agent.config.explicit else None)
         # The routing confidence, refitted on 100 items of world seed 2 (`policy calibrate`).
         assert extra["confidence"]["fitted_on"] == 100 and "--seed 2" in extra["confidence_data"]
 
@@ -128,3 +130,13 @@ def test_the_shipped_saliency_agent_prompts_the_target_more_than_random_actions(
     random = evaluate_policy("saliency", str(tmp_path), ablation="no-rl")
     assert full["foreground_rate"] > random["foreground_rate"] + 0.3, (full, random)
     assert full["mIoU"] > random["mIoU"], (full, random)
+
+
+def test_the_shipped_shadow_agent_labels_its_points_from_the_text_map(tmp_path: Path) -> None:
+    """The explicit-branch shadow agent (tiny-clip's map of "shadow") labels its points far better
+    than calling them all positive would, which would be right only on the share that hit a shadow."""
+    from maskfactory.tasks.policy import evaluate_policy
+
+    write_dataset(str(tmp_path), "shadow", n=8, seed=7)
+    full = evaluate_policy("shadow", str(tmp_path))
+    assert full["label_accuracy"] > full["foreground_rate"] + 0.3, full
