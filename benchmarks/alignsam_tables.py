@@ -100,11 +100,10 @@ def _figures(r: dict) -> dict:
 
 def report(paths: list[str]) -> None:
     every = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines() if line.strip()]
-    switch = [
-        r
-        for r in every
-        if r["kind"] == "eval" and r["ablation"] == "full" and r["shots"] == 50 and r.get("mask_chosen", True)
+    full = [
+        r for r in every if r["kind"] == "eval" and r["ablation"] == "full" and r.get("mask_chosen", True)
     ]
+    switch = [r for r in full if r["shots"] == max(f["shots"] for f in full)]  # both branches
     every = [r for r in every if r["branch"] == BRANCH[r["task"]]]  # the tables: each task's own branch
     rows = [r for r in every if r.get("mask_chosen", True)]
     unmasked = [r for r in every if not r.get("mask_chosen", True)]
@@ -162,7 +161,7 @@ def report(paths: list[str]) -> None:
             figures = [cell([r[f] for r in g]) for f in ("mIoU", "foreground_rate") for g in (masked, free)]
             print(f"| {task} | " + " | ".join(figures) + " |")
     branches = ("implicit", "explicit")
-    print("\n### Semantic switch (Table 4: full agent, 50 shots, mIoU; * = the task's branch)\n")
+    print(f"\n### Semantic switch (Table 4: full agent, {top} shots, mIoU; * = the task's branch)\n")
     print("| task | " + " | ".join(branches) + " |")
     print("|---|---|---|")
     for task in tasks:

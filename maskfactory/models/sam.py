@@ -132,8 +132,8 @@ def build_sam(config: SamConfig) -> Sam:
         pixel_std=[58.395, 57.12, 57.375],
     )
     if config.conv_stem:
-        encoder = sam.image_encoder
-        encoder.patch_embed.proj = ConvStem(config.conv_stem, config.encoder_embed_dim, config.patch_size)
+        stem = ConvStem(config.conv_stem, config.encoder_embed_dim, config.patch_size)
+        sam.image_encoder.patch_embed.proj = stem
     return sam.eval()
 
 
