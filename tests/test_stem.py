@@ -45,3 +45,16 @@ def test_a_sam_config_with_a_stem_round_trips_through_its_checkpoint(tmp_path) -
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(loaded.image_encoder(x), sam.image_encoder(x))
+
+
+def test_zoo_eval_measures_a_candidate_tiny_sam_of_another_architecture(tmp_path) -> None:
+    # A recipe under study (here: a stem) is measured from its own header, before it replaces the zoo's.
+    from maskfactory.simulators.datasets import write_dataset
+    from maskfactory.tasks.zoo import evaluate_tiny_sam
+
+    config = dataclasses.replace(MICRO_SAM, conv_stem=(8, 16))
+    uri = str(tmp_path / "candidate.pt")
+    version = save_checkpoint(uri, "sam", config.to_dict(), build_sam(config).state_dict())
+    write_dataset(str(tmp_path / "data"), "saliency", n=1, seed=3)
+    result = evaluate_tiny_sam(str(tmp_path / "data"), uri, max_clicks=2)
+    assert result["version"] == version and result["n"] >= 1 and 0 <= result["mIoU@1"] <= 1

@@ -19,14 +19,15 @@ import torch
 import torch.nn.functional as F
 
 from maskfactory.infra.checkpoints import save_checkpoint
-from maskfactory.infra.settings import Settings
+from maskfactory.infra.settings import Settings, get_settings
 from maskfactory.models import clip as clip_models
 from maskfactory.models.clip import normalize_images, square_resize
 from maskfactory.models.interactive import SamClickSegmenter
 from maskfactory.models.predictor import BatchedSamPredictor
 from maskfactory.models.registry import load_clip_model, load_sam_model
-from maskfactory.models.sam import TINY_SAM
+from maskfactory.models.sam import TINY_SAM, load_sam
 from maskfactory.models.zoo import zoo_path
+from maskfactory.models.zoo.common import half_precision
 from maskfactory.models.zoo.train_clip import (
     CaptionedImage,
     TinyClipTraining,
@@ -139,7 +140,7 @@ def train_zoo_model(
         model, summary = train_tiny_clip(clip_models.TINY_CLIP, pool, training, log=log)
         kind, config = "clip", clip_models.TINY_CLIP
     summary = {**summary, "pool_size": len(pool), "domain": "natural", "tasks": list(TASKS)}
-    half = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    half = half_precision(model)
     version = save_checkpoint(out, kind, config, half, extra={"training": summary}, settings=settings)
     return out, version, summary
 
@@ -152,8 +153,17 @@ def evaluate_tiny_sam(
     settings: Settings | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """One-click mIoU, NoC@85 and NoC@90 over every instance mask of a world dataset (per task too)."""
-    sam, version = load_sam_model("tiny-sam", checkpoint, settings)
+    """One-click mIoU, NoC@85 and NoC@90 over every instance mask of a world dataset (per task too).
+
+    ``checkpoint``: a maskfactory SAM checkpoint to measure instead of the zoo's tiny-sam. It is built
+    from its own header, so a candidate of another width or stem (a recipe under study) can be
+    measured before it replaces the zoo's.
+    """
+    if checkpoint is None:
+        sam, version = load_sam_model("tiny-sam", None, settings)
+    else:
+        s = settings or get_settings()
+        sam, version = load_sam(checkpoint, None, s, device=s.torch_device())
     segmenter = SamClickSegmenter(BatchedSamPredictor(sam))
     by_task: dict[str, list] = defaultdict(list)
     for item in datasets.iter_items(data, settings, limit):

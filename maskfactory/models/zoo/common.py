@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 
 def warmup_cosine(step: int, warmup: int, total: int, floor: float = 0.0) -> float:
@@ -18,3 +19,8 @@ def warmup_cosine(step: int, warmup: int, total: int, floor: float = 0.0) -> flo
 def mean_of(rows: list[dict[str, float]]) -> dict[str, float]:
     """Per-key mean of a list of log rows (all rows have the same keys)."""
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+def half_precision(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict with floating-point tensors in float16: how the zoo ships weights."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}

@@ -1,0 +1,51 @@
+"""tiny-sam with a convolutional patch embedding (models/stem.py) against SAM's own, at equal steps.
+
+Trains one arm per call on the zoo's pool (2000 seed-0 world samples, as ``maskfactory zoo train
+tiny-sam``) with the zoo recipe and a cosine schedule over ``--steps``, and saves the checkpoint. Run
+the two arms side by side, then measure each with ``benchmarks/zoo_quality.py --sam CHECKPOINT``:
+
+    .venv/bin/python benchmarks/tiny_sam_stem.py --stem none --steps 900 --out /tmp/base900.pt
+    .venv/bin/python benchmarks/tiny_sam_stem.py --stem 32,64 --steps 900 --out /tmp/stem900.pt
+    .venv/bin/python benchmarks/zoo_quality.py --n 10 --skip-clip --domains natural --sam /tmp/stem900.pt
+
+The stem arm is a candidate, not the zoo's model: the shipped AlignSAM agents were trained on the
+shipped tiny-sam's embeddings, so a new tiny-sam ships together with retrained agents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+import torch
+
+from maskfactory.infra.checkpoints import save_checkpoint
+from maskfactory.models.sam import TINY_SAM
+from maskfactory.models.zoo.common import half_precision
+from maskfactory.models.zoo.train_sam import TinySamTraining, TrainingSample, train_tiny_sam
+from maskfactory.tasks.zoo import training_samples
+
+
+def main() -> None:
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
+    parser.add_argument("--stem", default="32,64", help="the stem's hidden channels, or 'none'")
+    parser.add_argument("--steps", type=int, default=900)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (two arms side by side: 1)")
+    parser.add_argument("--out", required=True, help="checkpoint path")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    stem = () if args.stem == "none" else tuple(int(c) for c in args.stem.split(","))
+    config = dataclasses.replace(TINY_SAM, conv_stem=stem)
+    pool = [TrainingSample(s.image, s.objects) for s in training_samples(2000, seed=0)]
+    # No time limit: the arms are compared at equal steps, whatever the machine's load.
+    training = TinySamTraining(steps=args.steps, time_limit_s=None)
+    model, summary = train_tiny_sam(config, pool, training, log=lambda d: print(json.dumps(d), flush=True))
+    half = half_precision(model)
+    version = save_checkpoint(args.out, "sam", config.to_dict(), half, extra={"training": summary})
+    print(json.dumps({"out": args.out, "version": version, "stem": list(stem), **summary}))
+
+
+if __name__ == "__main__":
+    main()
