@@ -36,7 +36,7 @@ from maskfactory.models.predictor import BatchedSamPredictor
 from maskfactory.models.registry import load_sam_model
 from maskfactory.simulators import datasets
 from maskfactory.simulators.world import TASKS
-from maskfactory.tasks.policy import Encoded, _surgery_for, task_items, zoo_policy_path
+from maskfactory.tasks.policy import Encoded, surgery_for, task_items, zoo_policy_path
 
 LABELLERS = ("srm", "ground truth", "all negative")
 
@@ -60,7 +60,7 @@ def diagnose(task: str, data: str, n: int) -> dict:
     agent, version, _ = load_agent(zoo_policy_path(task), None)
     sam, _ = load_sam_model(agent.config.sam_model, None, None)
     predictor = BatchedSamPredictor(sam)
-    encoded = Encoded(task_items(data, task)[:n], predictor, _surgery_for(agent.config, None))
+    encoded = Encoded(task_items(data, task)[:n], predictor, surgery_for(agent.config, None))
     features, targets, maps = encoded.set.features, encoded.set.targets, encoded.set.text_maps
     frames, size, b = encoded.embeddings.input_sizes, predictor.image_size, len(features)
     env = PromptingEnvironment(sam, agent.config.grid, frames)

@@ -95,7 +95,8 @@ class Encoded:
         self.set = FewShotSet(self.embeddings.features, list(self.embeddings.input_sizes), targets, maps)
 
 
-def _surgery_for(config: AlignSamConfig, settings: Settings | None) -> ClipSurgery | None:
+def surgery_for(config: AlignSamConfig, settings: Settings | None) -> ClipSurgery | None:
+    """CLIP Surgery over the agent's CLIP for an explicit-branch agent; None for an implicit one."""
     if not config.explicit:
         return None
     return ClipSurgery(load_clip_model(config.clip_model, None, settings))
@@ -140,7 +141,7 @@ def train_policy(
         config = replace(config, clip_model=(settings or get_settings()).clip_model)
     sam, sam_version = load_sam_model(config.sam_model, None, settings)
     predictor = BatchedSamPredictor(sam)
-    surgery = _surgery_for(config, settings)
+    surgery = surgery_for(config, settings)
     train_rows, validation_rows = split(task_items(data, task, settings), shots, seed)
     train = Encoded(train_rows, predictor, surgery, settings)
     agent, training = train_agent(sam, train.set, config, log)
@@ -231,7 +232,7 @@ def evaluate_policy(
     sam, _ = load_sam_model(agent.config.sam_model, None, settings)
     predictor = BatchedSamPredictor(sam)
     rows = task_items(data, task, settings)[:limit]
-    encoded = Encoded(rows, predictor, _surgery_for(agent.config, settings), settings)
+    encoded = Encoded(rows, predictor, surgery_for(agent.config, settings), settings)
     prompter = Prompter(predictor, agent)
     return {
         "task": task,
@@ -266,7 +267,7 @@ def calibrate_policy(
     predictor = BatchedSamPredictor(sam)
     rows = task_items(data, task, settings)[:limit]
     scored = score(
-        Prompter(predictor, agent), Encoded(rows, predictor, _surgery_for(agent.config, settings), settings)
+        Prompter(predictor, agent), Encoded(rows, predictor, surgery_for(agent.config, settings), settings)
     )
     model = confidence.ConfidenceModel.fit(scored.signals, scored.ious)
     probabilities = model.predict(scored.signals)
