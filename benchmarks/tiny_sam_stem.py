@@ -8,8 +8,8 @@ the two arms side by side, then measure each with ``benchmarks/zoo_quality.py --
     .venv/bin/python benchmarks/tiny_sam_stem.py --stem 32,64 --steps 900 --out /tmp/stem900.pt
     .venv/bin/python benchmarks/zoo_quality.py --n 10 --skip-clip --domains natural --sam /tmp/stem900.pt
 
-The stem arm is a candidate, not the zoo's model: the shipped AlignSAM agents were trained on the
-shipped tiny-sam's embeddings, so a new tiny-sam ships together with retrained agents.
+This A/B is why the zoo's tiny-sam (``TINY_SAM``) has the stem since 2026-12-02: ``--stem 32,64``
+is its config, and ``--stem none`` is SAM's single patch projection, which it had before.
 """
 
 from __future__ import annotations

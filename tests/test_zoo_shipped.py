@@ -109,9 +109,15 @@ def test_shipped_alignsam_agents_say_what_they_are() -> None:
     from maskfactory.models.alignsam.agent import load_agent
     from maskfactory.tasks.policy import zoo_policy_path
 
+    # An agent reads its SAM's embeddings (and an explicit one its CLIP's maps), so a retrained
+    # tiny-sam or tiny-clip must ship with retrained agents.
+    sam_version = read_header(str(zoo_path("tiny-sam.pt")))["version"]
+    clip_version = read_header(str(zoo_path("tiny-clip.pt")))["version"]
     for task in TASKS:
         agent, version, extra = load_agent(zoo_policy_path(task))
         assert agent.config.task == task and agent.config.sam_model == "tiny-sam" and len(version) == 12
+        assert extra["sam_version"] == sam_version, task
+        assert extra["clip_version"] == (clip_version if agent.config.explicit else None), task
         assert extra["shots"] == 50 and extra["validation"]["images"] == 20
         # The semantic switch as chosen in world.BRANCH; explicit agents read tiny-clip's text maps.
         assert agent.config.explicit == (BRANCH[task] == "explicit")
