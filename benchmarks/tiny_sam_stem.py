@@ -30,7 +30,8 @@ from maskfactory.tasks.zoo import training_samples
 def main() -> None:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
-    parser.add_argument("--stem", default="32,64", help="the stem's hidden channels, or 'none'")
+    zoo_stem = ",".join(map(str, TINY_SAM.conv_stem)) or "none"
+    parser.add_argument("--stem", default=zoo_stem, help="the stem's hidden channels, or 'none'")
     parser.add_argument("--steps", type=int, default=900)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (two arms side by side: 1)")
     parser.add_argument("--out", required=True, help="checkpoint path")
