@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -181,11 +183,14 @@ def world_make(
     """Write a labelled synthetic dataset: PNG images, PNG masks and manifest.parquet."""
     from maskfactory.simulators import datasets
 
+    command = shlex.join(["maskfactory", *sys.argv[1:]])  # the manifest records how it was made
     with progress_bar(f"{'videos' if video else task} ({domain})", n) as advance:
         if video:
-            manifest = datasets.write_videos(out, domain, n, seed, progress=advance)
+            manifest = datasets.write_videos(out, domain, n, seed, progress=advance, made_by=command)
         else:
-            manifest = datasets.write_dataset(out, task, domain, n, seed, n_objects=objects, progress=advance)
+            manifest = datasets.write_dataset(
+                out, task, domain, n, seed, n_objects=objects, progress=advance, made_by=command
+            )
     console.print(f"wrote {n} {'videos' if video else 'images'}; manifest: {manifest}")
 
 

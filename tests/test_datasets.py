@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from maskfactory.simulators import datasets
@@ -28,6 +29,12 @@ def test_images_round_trip_through_storage(storage_root: str) -> None:
         assert np.array_equal(item.instances, want.objects)
         assert item.row["prompt"] == want.prompt and item.row["object_kinds"] == want.object_kinds
         assert (item.row["width"], item.row["height"]) == (128, 96)
+    # The manifest says how the dataset was made; one written without that says nothing.
+    assert datasets.read_made_by(out) == (
+        "write_dataset(task='shadow', domain='natural', n=3, seed=2, size=(96, 128), n_objects=None)"
+    )
+    datasets.write_dataset(out, "shadow", n=1, made_by="a user's own labelling")
+    assert datasets.read_made_by(out) == "a user's own labelling"
 
 
 def test_different_seeds_never_share_items(tmp_path: Path) -> None:
@@ -40,8 +47,14 @@ def test_different_seeds_never_share_items(tmp_path: Path) -> None:
     assert not set(a.to_pylist()) & set(b.to_pylist())
 
 
+def test_a_manifest_that_does_not_say_how_it_was_made_reads_as_none(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"image_uri": ["a.png"]}), tmp_path / "manifest.parquet")
+    assert datasets.read_made_by(str(tmp_path)) is None
+
+
 def test_videos_round_trip(tmp_path: Path) -> None:
     datasets.write_videos(str(tmp_path), "natural", n=1, seed=5)
+    assert datasets.read_made_by(str(tmp_path)) == "write_videos(domain='natural', n=1, seed=5)"
     row = datasets.read_manifest(str(tmp_path)).to_pylist()[0]
     video = make_video(5 * datasets.SEED_STRIDE, "natural")
     assert row["video_id"] == video.video_id and row["n_frames"] == video.frames.shape[0]
@@ -69,6 +82,9 @@ def test_world_make_cli(tmp_path: Path) -> None:
     assert table.num_rows == 3 and set(table.column("domain").to_pylist()) == {"medical"}
     assert all(len(k) == 1 for k in table.column("object_kinds").to_pylist())
     assert len(list((tmp_path / "images").iterdir())) == 3
+    assert datasets.read_made_by(str(tmp_path)) == " ".join(
+        ["maskfactory", *args, "--objects", "1", "--out", str(tmp_path)]
+    )
 
 
 def test_captions_name_what_is_in_the_image() -> None:

@@ -81,7 +81,11 @@ def test_policy_calibrate_refits_the_confidence_and_keeps_the_version(
     assert result["items"] == 4 and 0.0 <= result["calibration_error"] <= 1.0
     _, version, extra = load_agent(refit)
     assert version == summary["version"]  # same weights, same version
-    assert extra["confidence"] == result["confidence"] and extra["confidence_data"] == test
+    assert extra["confidence"] == result["confidence"]
+    # The checkpoint names the data and, from its manifest, how it was made (the fixture's call).
+    assert extra["confidence_data"] == f"{test} (made by: " + (
+        "write_dataset(task='saliency', domain='natural', n=4, seed=4, size=(256, 256), n_objects=None))"
+    )
     cmd = run("policy", "calibrate", "--task", "glass", "--data", test, "--policy", out)
     assert cmd.returncode == 2 and "trained for task" in cmd.stdout
 

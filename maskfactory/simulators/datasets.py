@@ -36,6 +36,9 @@ from maskfactory.simulators.video import make_video
 from maskfactory.simulators.world import make_sample
 
 SEED_STRIDE = 1_000_000
+# Manifest metadata key: how the dataset was made (the `world make` command, or the call), so that
+# what is fitted on it (an agent's confidence, say) can say where its data came from.
+MADE_BY = b"maskfactory.made_by"
 
 MANIFEST = pa.schema(
     [
@@ -103,12 +106,18 @@ def write_dataset(
     n_objects: int | None = None,
     settings: Settings | None = None,
     progress: Callable[[int], None] | None = None,
+    made_by: str | None = None,
 ) -> str:
     """Generate ``n`` samples and write them under ``out``; returns the manifest URI.
 
-    ``progress(k)`` is called after each written item (the CLI draws a bar with it).
+    ``progress(k)`` is called after each written item (the CLI draws a bar with it). ``made_by``
+    (default: this call and its arguments) goes into the manifest's metadata (``read_made_by``).
     """
     out = storage.normalize(out)
+    made_by = made_by or (
+        f"write_dataset(task={task!r}, domain={domain!r}, n={n}, seed={seed}, size={size}, "
+        f"n_objects={n_objects})"
+    )
 
     def write_one(i: int) -> dict[str, object]:
         item_seed = seed * SEED_STRIDE + i
@@ -135,7 +144,7 @@ def write_dataset(
         }
 
     rows = list(_map_in_threads(write_one, range(n), progress))
-    return _write_manifest(out, pa.Table.from_pylist(rows, schema=MANIFEST), settings)
+    return _write_manifest(out, pa.Table.from_pylist(rows, schema=MANIFEST), made_by, settings)
 
 
 def write_videos(
@@ -145,9 +154,13 @@ def write_videos(
     seed: int = 0,
     settings: Settings | None = None,
     progress: Callable[[int], None] | None = None,
+    made_by: str | None = None,
 ) -> str:
-    """Generate ``n`` videos and write their frames and per-frame object labels; returns the manifest URI."""
+    """Generate ``n`` videos and write their frames and per-frame object labels; returns the manifest URI.
+
+    ``made_by`` as in ``write_dataset``."""
     out = storage.normalize(out)
+    made_by = made_by or f"write_videos(domain={domain!r}, n={n}, seed={seed})"
 
     def write_one(i: int) -> dict[str, object]:
         v = make_video(seed * SEED_STRIDE + i, domain)
@@ -173,7 +186,7 @@ def write_videos(
         }
 
     rows = list(_map_in_threads(write_one, range(n), progress))
-    return _write_manifest(out, pa.Table.from_pylist(rows, schema=VIDEO_MANIFEST), settings)
+    return _write_manifest(out, pa.Table.from_pylist(rows, schema=VIDEO_MANIFEST), made_by, settings)
 
 
 def _map_in_threads(
@@ -187,10 +200,10 @@ def _map_in_threads(
             yield row
 
 
-def _write_manifest(out: str, table: pa.Table, settings: Settings | None) -> str:
+def _write_manifest(out: str, table: pa.Table, made_by: str, settings: Settings | None) -> str:
     uri = storage.join(out, "manifest.parquet")
     buf = io.BytesIO()
-    pq.write_table(table, buf)
+    pq.write_table(table.replace_schema_metadata({MADE_BY: made_by.encode()}), buf)
     storage.write_bytes(uri, buf.getvalue(), settings)
     return uri
 
@@ -209,6 +222,13 @@ def read_manifest(data: str, settings: Settings | None = None) -> pa.Table:
     """The manifest of a dataset folder (or a manifest file URI)."""
     uri = data if data.endswith(".parquet") else storage.join(data, "manifest.parquet")
     return pq.read_table(io.BytesIO(storage.read_bytes(uri, settings)))
+
+
+def read_made_by(data: str, settings: Settings | None = None) -> str | None:
+    """How the dataset at ``data`` was made, as its manifest says; None for a manifest that does not
+    say (a user's own, or one written before 2026-12-02)."""
+    metadata = read_manifest(data, settings).schema.metadata or {}
+    return metadata[MADE_BY].decode() if MADE_BY in metadata else None
 
 
 def read_item(row: dict[str, object], settings: Settings | None = None) -> Item:

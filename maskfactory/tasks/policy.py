@@ -279,7 +279,7 @@ def calibrate_policy(
         KIND,
         ckpt.config,
         ckpt.state_dict,
-        extra={**extra, "confidence": fitted, "confidence_data": data},
+        extra={**extra, "confidence": fitted, "confidence_data": _described(data, settings)},
         settings=settings,
     )
     assert saved == version  # the weights and config were copied unchanged
@@ -293,3 +293,9 @@ def calibrate_policy(
         "confidence": fitted,
         "data": data,
     }
+
+
+def _described(data: str, settings: Settings | None) -> str:
+    """``data``, and how it was made where its manifest says (a checkpoint outlives temporary folders)."""
+    made_by = datasets.read_made_by(data, settings)
+    return data if made_by is None else f"{data} (made by: {made_by})"
