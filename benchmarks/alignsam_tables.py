@@ -6,7 +6,7 @@ score it on held-out items (a dataset made with seed 1) with the full agent and 
 ``--out``, so an interrupted run keeps what it measured; ``--report`` turns the lines into tables.
 
     python benchmarks/alignsam_tables.py --root /tmp/alignsam --out benchmarks/logs/alignsam-tables.jsonl
-    python benchmarks/alignsam_tables.py --report benchmarks/logs/alignsam-tables*.jsonl
+    python benchmarks/alignsam_tables.py --report benchmarks/logs/alignsam-tables-stem-{a,b,c,d}.jsonl
 
 ``--ship`` copies the seed-0, 50-shot agents into the zoo (maskfactory/models/zoo/alignsam-TASK.pt).
 """
@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> None:
                     "version": version,
                     "mask_chosen": not args.no_mask_chosen,
                     "branch": branch,
+                    "episodes": args.episodes,
                 }
                 emit(
                     {**common, "kind": "train", "seconds": time.monotonic() - started, **summary["training"]}
@@ -100,6 +101,9 @@ def _figures(r: dict) -> dict:
 
 def report(paths: list[str]) -> None:
     every = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines() if line.strip()]
+    episodes = {r.get("episodes", 12) for r in every}  # rows before 2026-12-02 16:00 name none: all 12
+    if len(episodes) > 1:
+        raise SystemExit(f"rows of {sorted(episodes)} training episodes: report each set of files alone")
     full = [
         r for r in every if r["kind"] == "eval" and r["ablation"] == "full" and r.get("mask_chosen", True)
     ]
@@ -130,6 +134,21 @@ def report(paths: list[str]) -> None:
                 cell([r[figure] for r in pick("eval", task=task, shots=top, ablation=a)]) for a in ABLATIONS
             ]
             print(f"| {task} | {figure} | " + " | ".join(values) + " |")
+    print("\nFull against its best ablation (mean mIoU; seeds on which full beats all three):\n")
+    for task in tasks:
+        mean = {
+            a: np.mean([r["mIoU"] for r in pick("eval", task=task, shots=top, ablation=a)]) for a in ABLATIONS
+        }
+        best = max(ABLATIONS[1:], key=mean.__getitem__)
+        by_seed = defaultdict(dict)
+        for r in pick("eval", task=task, shots=top):
+            by_seed[r["seed"]][r["ablation"]] = r["mIoU"]
+        wins = sum(all(s["full"] > s[a] for a in ABLATIONS[1:]) for s in by_seed.values())
+        verdict = "beats all" if mean["full"] > mean[best] else "loses"
+        print(
+            f"- {task}: full {mean['full']:.3f}, best ablation {best} {mean[best]:.3f}: {verdict}; "
+            f"{wins} of {len(by_seed)} seeds"
+        )
     shots = sorted({r["shots"] for r in evals})
     print("\n### Shots (full agent, mIoU)\n")
     print("| task | " + " | ".join(f"{s} shots" for s in shots) + " |")
