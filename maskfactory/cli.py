@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import shlex
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -183,7 +182,12 @@ def world_make(
     """Write a labelled synthetic dataset: PNG images, PNG masks and manifest.parquet."""
     from maskfactory.simulators import datasets
 
-    command = shlex.join(["maskfactory", *sys.argv[1:]])  # the manifest records how it was made
+    # The manifest records how it was made: this command, rebuilt from its options (not from
+    # sys.argv, which is someone else's when the app is called in-process).
+    what = ["--video"] if video else ["--task", task]
+    options = [*what, "--domain", domain, "--n", str(n), "--seed", str(seed)]
+    options += ["--objects", str(objects)] if objects is not None else []
+    command = shlex.join(["maskfactory", "world", "make", *options, "--out", out])
     with progress_bar(f"{'videos' if video else task} ({domain})", n) as advance:
         if video:
             manifest = datasets.write_videos(out, domain, n, seed, progress=advance, made_by=command)
