@@ -101,7 +101,9 @@ def _figures(r: dict) -> dict:
 
 def report(paths: list[str]) -> None:
     every = [json.loads(line) for p in paths for line in Path(p).read_text().splitlines() if line.strip()]
-    episodes = {r.get("episodes", 12) for r in every}  # rows before 2026-12-02 16:00 name none: all 12
+    # Rows written before the field existed name no count: they are all 12-episode rows (the two
+    # 50-episode logs, alignsam-50-episodes.jsonl and the blur probe's rows, were tagged afterwards).
+    episodes = {r.get("episodes", 12) for r in every}
     if len(episodes) > 1:
         raise SystemExit(f"rows of {sorted(episodes)} training episodes: report each set of files alone")
     full = [
