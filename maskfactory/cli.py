@@ -205,6 +205,12 @@ def zoo_train(
     seed: int = typer.Option(0, help="Seed of the data and of training."),
     steps: int | None = typer.Option(None, min=1, help="Training steps (default: the recipe's)."),
     pool: int | None = typer.Option(None, min=1, help="Training images generated up front."),
+    stop_after: int | None = typer.Option(
+        None,
+        min=1,
+        help="End after this many steps, schedule unchanged: replays a run its time limit stopped "
+        "(the checkpoint header's training.steps_run).",
+    ),
 ) -> None:
     """Train a zoo model from scratch on the synthetic world (seeded, reproducible)."""
     from maskfactory.tasks.zoo import train_zoo_model
@@ -214,7 +220,7 @@ def zoo_train(
             " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
         )
 
-    uri, version, summary = train_zoo_model(name, out, seed, pool, steps, log=log)
+    uri, version, summary = train_zoo_model(name, out, seed, pool, steps, log=log, stop_after=stop_after)
     ran = f"{summary['steps_run']} of {summary['steps']} steps in {summary['train_seconds']:.0f} s"
     console.print(f"{name} {version}: {uri} ({ran})")
 

@@ -22,6 +22,28 @@ def test_the_stem_has_the_patch_projections_output_shape() -> None:
             ConvStem(hidden, width=48, patch_size=patch)
 
 
+def test_residual_blocks_run_at_the_last_hidden_stage_and_leave_plain_stems_as_they_were() -> None:
+    plain, deep = ConvStem([16, 32], 48, 16), ConvStem([16, 32], 48, 16, blocks=2)
+    assert deep(torch.rand(2, 3, 64, 64)).shape == (2, 48, 4, 4)
+    # Two blocks on the 32-channel map, just before the stride-2 conv that makes the tokens.
+    assert [type(m).__name__ for m in deep][-5:] == [
+        "ResidualConv",
+        "ResidualConv",
+        "GroupNorm",
+        "GELU",
+        "Conv2d",
+    ]
+    assert deep[-4].norm.num_channels == 32
+    # Without blocks the layer indices, and so the state-dict keys of shipped checkpoints, are unchanged.
+    keys = ["0.weight", "1.weight", "1.bias", "3.weight", "4.weight", "4.bias", "6.weight", "6.bias"]
+    assert list(plain.state_dict()) == keys
+
+
+def test_a_clip_config_asks_for_stem_blocks() -> None:
+    model = build_clip({**TINY_CLIP, "conv_stem_blocks": 1})
+    assert sum(type(m).__name__ == "ResidualConv" for m in model.visual.conv1) == 1
+
+
 def test_tiny_clip_embeds_patches_with_the_stem() -> None:
     model = build_clip(TINY_CLIP)
     assert isinstance(model.visual.conv1, ConvStem)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
+import pytest
 import torch
 from micro_models import MICRO_SAM
 from scipy.ndimage import distance_transform_edt
@@ -16,6 +19,7 @@ from maskfactory.models.zoo.train_clip import (
     CaptionedImage,
     TinyClipTraining,
     _token_targets,
+    dihedral_views,
     train_tiny_clip,
     zero_shot_accuracy,
 )
@@ -163,6 +167,42 @@ def test_clip_recipe_learns_colours() -> None:
     test = normalize_images(np.stack([plain(names[k]) for k in labels]), *image_normalization(config))
     accuracy = zero_shot_accuracy(model, tokenizer_for(config), test, labels, names, template="a {} image")
     assert accuracy > 0.9, accuracy
+    # Colours look the same turned or mirrored, so the averaged feature names them as well.
+    averaged = zero_shot_accuracy(model, tokenizer_for(config), test, labels, names, "a {} image", views=8)
+    assert averaged > 0.9, averaged
+
+
+def test_stop_after_ends_a_run_without_shortening_its_schedule() -> None:
+    """``stop_after`` replays a run its time limit cut: the same steps at the full schedule's rates."""
+    torch.set_num_threads(2)
+    config = _micro_clip_config(32)
+    rng = np.random.default_rng(0)
+    pool = [
+        CaptionedImage(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), [f"image {i % 2}"])
+        for i in range(8)
+    ]
+    full = TinyClipTraining(steps=6, batch_size=4, warmup_steps=0)
+    stopped, summary = train_tiny_clip(config, pool, replace(full, stop_after=3))
+    again, _ = train_tiny_clip(config, pool, replace(full, stop_after=3))
+    short, _ = train_tiny_clip(config, pool, replace(full, steps=3))
+    assert summary["steps_run"] == 3 and summary["steps"] == 6
+
+    def same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+        return all(
+            torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+        )
+
+    assert same(stopped, again)
+    assert not same(stopped, short)  # a 3-step schedule decays faster
+
+
+def test_dihedral_views_are_the_eight_distinct_turns_and_mirrors() -> None:
+    x = torch.arange(9.0).reshape(1, 1, 3, 3)  # no symmetry: every view differs
+    views = dihedral_views(x)
+    assert torch.equal(views[0], x) and len(views) == 8
+    assert len({tuple(v.flatten().tolist()) for v in views}) == 8
+    with pytest.raises(ValueError, match="views"):
+        zero_shot_accuracy(None, None, x, [0], ["a"], views=4)  # type: ignore[arg-type]
 
 
 def test_region_targets_mark_object_background_and_edge_tokens() -> None:

@@ -31,7 +31,10 @@ from maskfactory.models.stem import ConvStem
 # convolutional stem (``conv_stem``, models/stem.py): with open_clip's single linear projection the
 # tower did not learn the six shapes in the CPU budget, and at 128 px (objects 9-19 px across) it
 # confused stars, crosses and triangles (benchmarks/RESULTS.md). A thin stem keeps the full resolution
-# affordable (the stem takes about a tenth of a training step).
+# affordable (the stem takes about a tenth of a training step). Three residual 3x3 convolutions at the
+# stem's 32x32 stage (``conv_stem_blocks``) let each token see more of its object's outline: at equal
+# steps they lifted held-out zero-shot top-1 from 0.34 to 0.44 (800-step probes), and the shipped model
+# from 0.77 to 0.83, for about a fifth more time per step.
 # The text tower keeps CLIP's BPE vocabulary (49408 tokens: the offline tokenizer's) at width 64; a
 # context of 32 tokens fits every world caption.
 TINY_CLIP: dict[str, Any] = {
@@ -39,6 +42,7 @@ TINY_CLIP: dict[str, Any] = {
     "vision_cfg": {"image_size": 256, "layers": 4, "width": 128, "head_width": 32, "patch_size": 16},
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 3},
     "conv_stem": [32, 64],
+    "conv_stem_blocks": 3,
 }
 
 
@@ -68,11 +72,12 @@ def build_clip(config: dict[str, Any]) -> open_clip.CLIP:
     for key in ("custom_text", "multimodal_cfg"):
         if cfg.pop(key, None):
             raise ValueError(f"CLIP configs with {key!r} are not supported")
-    stem = cfg.pop("conv_stem", None)  # ours, not open_clip's: applied after open_clip builds the ViT
+    # Ours, not open_clip's: applied after open_clip builds the ViT.
+    stem, stem_blocks = cfg.pop("conv_stem", None), cfg.pop("conv_stem_blocks", 0)
     model = open_clip.CLIP(**cfg)
     if stem:
         vision = cfg["vision_cfg"]
-        model.visual.conv1 = ConvStem(stem, vision["width"], vision["patch_size"])
+        model.visual.conv1 = ConvStem(stem, vision["width"], vision["patch_size"], stem_blocks)
     return model.eval()
 
 

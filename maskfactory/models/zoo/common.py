@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
@@ -24,3 +25,15 @@ def mean_of(rows: list[dict[str, float]]) -> dict[str, float]:
 def half_precision(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's state dict with floating-point tensors in float16: how the zoo ships weights."""
     return {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+
+
+def out_of_budget(step: int, started: float, time_limit_s: float | None, stop_after: int | None) -> bool:
+    """Whether a training loop ends before its 0-based ``step``: ``time_limit_s`` seconds have passed
+    since ``started`` (a ``time.perf_counter()`` reading), or ``stop_after`` steps have run.
+
+    Neither shortens the learning-rate schedule, so ``stop_after`` set to the ``steps_run`` a time limit
+    left replays that run on a machine of another speed.
+    """
+    if stop_after is not None and step >= stop_after:
+        return True
+    return time_limit_s is not None and time.perf_counter() - started > time_limit_s

@@ -39,7 +39,7 @@ from open_clip.tokenizer import SimpleTokenizer
 
 from maskfactory.models.clip import build_clip, normalize_images, tokenizer_for
 from maskfactory.models.clip_surgery import default_surgery_blocks, two_stream_forward
-from maskfactory.models.zoo.common import mean_of, warmup_cosine
+from maskfactory.models.zoo.common import mean_of, out_of_budget, warmup_cosine
 
 BACKGROUND = ""  # the caption of tokens on no captioned region: CLIP Surgery's empty prompt
 COVERED = 0.5  # a token belongs to a region covering at least this share of its pixels
@@ -60,6 +60,7 @@ class TinyClipTraining:
     region_weight: float = 1.0  # weight of the per-token region-caption loss (0: CLIP's image loss only)
     seed: int = 0
     time_limit_s: float | None = 40 * 60  # a safety net; the summary records the steps that ran
+    stop_after: int | None = None  # end after this many steps; the schedule keeps its length
 
 
 @dataclass
@@ -81,9 +82,8 @@ def train_tiny_clip(
     rng = np.random.default_rng(training.seed)
     model = build_clip(config).train()
     tokenizer = tokenizer_for(config)
-    images = normalize_images(
-        np.stack([p.image for p in pool]), open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
-    )
+    # Kept as uint8 and normalised per batch: the pool as float32 would take 3 GB at 3600 images.
+    images = np.stack([p.image for p in pool])  # (N, S, S, 3) uint8
     captions = {c for p in pool for c in p.captions}
     captions |= {c for p in pool for region in p.region_captions for c in region}
     vocabulary = sorted(captions | {BACKGROUND})
@@ -102,13 +102,16 @@ def train_tiny_clip(
     )
     start, steps_run, recent = time.perf_counter(), 0, []
     for step in range(training.steps):
-        if training.time_limit_s is not None and time.perf_counter() - start > training.time_limit_s:
+        if out_of_budget(step, start, training.time_limit_s, training.stop_after):
             break
         steps_run = step + 1
         picks = torch.as_tensor(
             rng.choice(len(pool), size=training.batch_size, replace=len(pool) < training.batch_size)
         )
-        x, regions = _dihedral(images[picks], token_region[picks].reshape(-1, grid, grid), rng)
+        x = normalize_images(
+            images[picks.numpy()], open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
+        )
+        x, regions = _dihedral(x, token_region[picks].reshape(-1, grid, grid), rng)
         feature, patches = two_stream_forward(model.visual, x, blocks)
         txt = F.normalize(model.encode_text(tokens), dim=-1)
         scale = model.logit_scale.exp()
@@ -125,7 +128,7 @@ def train_tiny_clip(
         if log and (step + 1) % 50 == 0:
             log({"step": step + 1, "seconds": time.perf_counter() - start, **mean_of(recent)})
             recent = []
-    # steps_run can be below training.steps when the time limit stops the run.
+    # steps_run can be below training.steps when the time limit or stop_after ends the run.
     summary = {**asdict(training), "steps_run": steps_run, "train_seconds": time.perf_counter() - start}
     return model.eval(), summary
 
@@ -201,6 +204,12 @@ def _region_loss(
     return torch.stack(parts).mean() if parts else logits.sum() * 0
 
 
+def dihedral_views(x: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 views of images (B, C, S, S) under quarter turns and mirroring, the unchanged ones first."""
+    turns = [torch.rot90(x, k, (-2, -1)) for k in range(4)]
+    return turns + [t.flip(-1) for t in turns]
+
+
 @torch.no_grad()
 def zero_shot_accuracy(
     model: open_clip.CLIP,
@@ -209,9 +218,17 @@ def zero_shot_accuracy(
     labels: Sequence[int],
     classnames: Sequence[str],
     template: str = "a photo of a {}",
+    views: int = 1,
 ) -> float:
-    """Top-1 accuracy of classifying normalised images (N, 3, S, S) by their nearest class prompt."""
+    """Top-1 accuracy of classifying normalised images (N, 3, S, S) by their nearest class prompt.
+
+    ``views=8`` averages each image's feature over its :func:`dihedral_views` (test-time augmentation;
+    every world caption survives them, as in training); 1 reads the image as it is.
+    """
+    if views not in (1, 8):
+        raise ValueError(f"views must be 1 or 8, not {views}")
     txt = F.normalize(model.encode_text(tokenizer([template.format(c) for c in classnames])), dim=-1)
-    img = F.normalize(model.encode_image(images), dim=-1)
+    seen = dihedral_views(images)[:views]
+    img = torch.stack([F.normalize(model.encode_image(v), dim=-1) for v in seen]).mean(0)
     pred = (img @ txt.T).argmax(1)
     return (pred == torch.as_tensor(labels)).float().mean().item()

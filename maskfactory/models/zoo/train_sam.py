@@ -41,7 +41,7 @@ from torchvision.ops import sigmoid_focal_loss
 from maskfactory.models.losses import soft_dice
 from maskfactory.models.predictor import decode_masks
 from maskfactory.models.sam import SamConfig, build_sam
-from maskfactory.models.zoo.common import mean_of, warmup_cosine
+from maskfactory.models.zoo.common import mean_of, out_of_budget, warmup_cosine
 from maskfactory.simulators.clicker import next_click
 
 
@@ -66,6 +66,7 @@ class TinySamTraining:
     # A safety net so `zoo train` stays within its 45-minute budget on a busy 2-core machine; the summary
     # records how many steps actually ran.
     time_limit_s: float | None = 42 * 60
+    stop_after: int | None = None  # end after this many steps; the schedule keeps its length
 
 
 @dataclass
@@ -100,7 +101,7 @@ def train_tiny_sam(
     )
     start, steps_run, recent = time.perf_counter(), 0, []
     for step in range(training.steps):
-        if training.time_limit_s is not None and time.perf_counter() - start > training.time_limit_s:
+        if out_of_budget(step, start, training.time_limit_s, training.stop_after):
             break
         steps_run = step + 1
         x, gt, image_index = _batch(images, instances, training, rng)
@@ -114,7 +115,7 @@ def train_tiny_sam(
         if log and (step + 1) % 50 == 0:
             log({"step": step + 1, "seconds": time.perf_counter() - start, **mean_of(recent)})
             recent = []
-    # steps_run can be below training.steps when the time limit stops the run.
+    # steps_run can be below training.steps when the time limit or stop_after ends the run.
     summary = {**asdict(training), "steps_run": steps_run, "train_seconds": time.perf_counter() - start}
     return sam.eval(), summary
 

@@ -1,0 +1,62 @@
+"""tiny-clip recipe variants at equal steps: zero-shot top-1 on held-out and on training images.
+
+Trains one arm per call on the zoo's pool (``maskfactory zoo train tiny-clip``'s 3600 seed-0 images)
+with the zoo recipe and a cosine schedule over ``--steps``, saves the checkpoint, and measures it with
+``maskfactory zoo eval tiny-clip`` on two datasets of single-object semantic scenes: one of a held-out
+seed and one of the training seed (how far the arm underfits). Make them once, then run the arms side by
+side with one thread each:
+
+    maskfactory world make --task semantic --objects 1 --n 300 --seed 1 --out /tmp/clip-held
+    maskfactory world make --task semantic --objects 1 --n 300 --seed 0 --out /tmp/clip-seen
+    .venv/bin/python benchmarks/tiny_clip_probe.py --steps 800 --out /tmp/base800.pt
+    .venv/bin/python benchmarks/tiny_clip_probe.py --steps 800 --stem-blocks 2 --out /tmp/blocks800.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+
+import torch
+
+from maskfactory.infra.checkpoints import save_checkpoint
+from maskfactory.models.clip import TINY_CLIP
+from maskfactory.models.zoo.common import half_precision
+from maskfactory.models.zoo.train_clip import TinyClipTraining, train_tiny_clip
+from maskfactory.tasks.zoo import clip_pool, evaluate_tiny_clip
+
+
+def main() -> None:
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--stem-blocks", type=int, default=TINY_CLIP.get("conv_stem_blocks", 0))
+    parser.add_argument("--layers", type=int, default=TINY_CLIP["vision_cfg"]["layers"], help="ViT blocks")
+    parser.add_argument("--lr", type=float, default=TinyClipTraining.lr)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (two arms side by side: 1)")
+    parser.add_argument("--held", default="/tmp/clip-held", help="single-object scenes of a held-out seed")
+    parser.add_argument("--seen", default="/tmp/clip-seen", help="single-object scenes of the training seed")
+    parser.add_argument("--out", required=True, help="checkpoint path")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    config = copy.deepcopy(TINY_CLIP)
+    config["conv_stem_blocks"] = args.stem_blocks
+    config["vision_cfg"]["layers"] = args.layers
+    pool = clip_pool(3600, 0, config["vision_cfg"]["image_size"])
+    # No time limit: the arms are compared at equal steps, whatever the machine's load.
+    training = TinyClipTraining(steps=args.steps, lr=args.lr, time_limit_s=None)
+    model, summary = train_tiny_clip(config, pool, training, log=lambda d: print(json.dumps(d), flush=True))
+    version = save_checkpoint(args.out, "clip", config, half_precision(model), extra={"training": summary})
+    held = evaluate_tiny_clip(args.held, args.out)["top1"]
+    seen = evaluate_tiny_clip(args.seen, args.out)["top1"]
+    arm = {"stem_blocks": args.stem_blocks, "layers": args.layers, "lr": args.lr}
+    print(
+        json.dumps(
+            {"out": args.out, "version": version, **arm, "held_top1": held, "seen_top1": seen, **summary}
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
