@@ -8,6 +8,8 @@ the two arms side by side, then measure each with ``benchmarks/zoo_quality.py --
     .venv/bin/python benchmarks/tiny_sam_stem.py --stem 32,64 --steps 900 --out /tmp/stem900.pt
     .venv/bin/python benchmarks/zoo_quality.py --n 10 --skip-clip --domains natural --sam /tmp/stem900.pt
 
+``--stem-blocks N`` adds N residual convolutions inside the stem (as tiny-clip's has since 2026-12-03).
+
 This A/B is why the zoo's tiny-sam (``TINY_SAM``) has the stem since 2026-12-02: ``--stem 32,64``
 is its config, and ``--stem none`` is SAM's single patch projection, which it had before.
 """
@@ -32,20 +34,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
     zoo_stem = ",".join(map(str, TINY_SAM.conv_stem)) or "none"
     parser.add_argument("--stem", default=zoo_stem, help="the stem's hidden channels, or 'none'")
+    parser.add_argument(
+        "--stem-blocks", type=int, default=TINY_SAM.conv_stem_blocks, help="residual convs in it"
+    )
     parser.add_argument("--steps", type=int, default=900)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (two arms side by side: 1)")
     parser.add_argument("--out", required=True, help="checkpoint path")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     stem = () if args.stem == "none" else tuple(int(c) for c in args.stem.split(","))
-    config = dataclasses.replace(TINY_SAM, conv_stem=stem)
+    config = dataclasses.replace(TINY_SAM, conv_stem=stem, conv_stem_blocks=args.stem_blocks)
     pool = [TrainingSample(s.image, s.objects) for s in training_samples(2000, seed=0)]
     # No time limit: the arms are compared at equal steps, whatever the machine's load.
     training = TinySamTraining(steps=args.steps, time_limit_s=None)
     model, summary = train_tiny_sam(config, pool, training, log=lambda d: print(json.dumps(d), flush=True))
     half = half_precision(model)
     version = save_checkpoint(args.out, "sam", config.to_dict(), half, extra={"training": summary})
-    print(json.dumps({"out": args.out, "version": version, "stem": list(stem), **summary}))
+    arm = {"stem": list(stem), "stem_blocks": args.stem_blocks}
+    print(json.dumps({"out": args.out, "version": version, **arm, **summary}))
 
 
 if __name__ == "__main__":

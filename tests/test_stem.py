@@ -53,13 +53,14 @@ def test_tiny_clip_embeds_patches_with_the_stem() -> None:
 
 
 def test_a_sam_config_with_a_stem_round_trips_through_its_checkpoint(tmp_path) -> None:
-    config = dataclasses.replace(MICRO_SAM, conv_stem=(8, 16))  # 16 px patches
+    config = dataclasses.replace(MICRO_SAM, conv_stem=(8, 16), conv_stem_blocks=1)  # 16 px patches
     sam = build_sam(config)
     assert isinstance(sam.image_encoder.patch_embed.proj, ConvStem)
+    assert sum(type(m).__name__ == "ResidualConv" for m in sam.image_encoder.patch_embed.proj) == 1
     assert sam.image_encoder(torch.rand(1, 3, 64, 64)).shape == (1, 32, 4, 4)
     assert SamConfig.from_dict(config.to_dict()) == config
-    # Headers written before the field existed read as no stem.
-    old = {k: v for k, v in MICRO_SAM.to_dict().items() if k != "conv_stem"}
+    # Headers written before the fields existed read as no stem.
+    old = {k: v for k, v in MICRO_SAM.to_dict().items() if k not in ("conv_stem", "conv_stem_blocks")}
     assert SamConfig.from_dict(old) == MICRO_SAM
     uri = str(tmp_path / "sam.pt")
     save_checkpoint(uri, "sam", config.to_dict(), sam.state_dict())

@@ -43,6 +43,7 @@ class SamConfig:
     # Channels of a convolutional patch embedding (models/stem.py) in place of SAM's single patch
     # projection; empty for the official models.
     conv_stem: tuple[int, ...] = ()
+    conv_stem_blocks: int = 0  # residual 3x3 convs inside that stem (ConvStem's ``blocks``)
 
     @property
     def embedding_size(self) -> int:
@@ -135,7 +136,9 @@ def build_sam(config: SamConfig) -> Sam:
         pixel_std=[58.395, 57.12, 57.375],
     )
     if config.conv_stem:
-        stem = ConvStem(config.conv_stem, config.encoder_embed_dim, config.patch_size)
+        stem = ConvStem(
+            config.conv_stem, config.encoder_embed_dim, config.patch_size, config.conv_stem_blocks
+        )
         sam.image_encoder.patch_embed.proj = stem
     return sam.eval()
 

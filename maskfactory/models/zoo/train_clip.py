@@ -50,8 +50,9 @@ class TinyClipTraining:
     """Hyper-parameters of one tiny-clip training run."""
 
     # Sized for the zoo's budget (under 45 minutes on 2 cores, pool generation included): a step of
-    # batch 32 takes about 0.8 s there. The vocabulary loss needs no large batch for negatives, so small
-    # batches buy more steps.
+    # batch 32 took 0.9 s there before the stem's residual convs, and 1.0-1.4 s with them, as the shared
+    # machine's speed varies, so the time limit may end the run first (the shipped one ran 1678 steps).
+    # The vocabulary loss needs no large batch for negatives, so small batches buy more steps.
     steps: int = 2400
     batch_size: int = 32
     lr: float = 1e-3  # AdamW; small models and short schedules tolerate a higher rate than CLIP's 5e-4
