@@ -8,8 +8,8 @@ side with one thread each:
 
     maskfactory world make --task semantic --objects 1 --n 300 --seed 1 --out /tmp/clip-held
     maskfactory world make --task semantic --objects 1 --n 300 --seed 0 --out /tmp/clip-seen
-    .venv/bin/python benchmarks/tiny_clip_probe.py --steps 800 --out /tmp/base800.pt
-    .venv/bin/python benchmarks/tiny_clip_probe.py --steps 800 --stem-blocks 2 --out /tmp/blocks800.pt
+    .venv/bin/python benchmarks/tiny_clip_probe.py --steps 800 --stem-blocks 0 --out /tmp/base800.pt
+    .venv/bin/python benchmarks/tiny_clip_probe.py --steps 800 --out /tmp/blocks800.pt  # the zoo's 3 blocks
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main() -> None:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
     parser.add_argument("--steps", type=int, default=800)
-    parser.add_argument("--stem-blocks", type=int, default=TINY_CLIP.get("conv_stem_blocks", 0))
+    parser.add_argument("--stem-blocks", type=int, default=TINY_CLIP["conv_stem_blocks"])
     parser.add_argument("--layers", type=int, default=TINY_CLIP["vision_cfg"]["layers"], help="ViT blocks")
     parser.add_argument("--lr", type=float, default=TinyClipTraining.lr)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (two arms side by side: 1)")
