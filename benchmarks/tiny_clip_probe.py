@@ -10,6 +10,7 @@ side with one thread each:
     maskfactory world make --task semantic --objects 1 --n 300 --seed 0 --out /tmp/clip-seen
     .venv/bin/python benchmarks/tiny_clip_probe.py --steps 800 --stem-blocks 0 --out /tmp/base800.pt
     .venv/bin/python benchmarks/tiny_clip_probe.py --steps 800 --out /tmp/blocks800.pt  # the zoo's 3 blocks
+    .venv/bin/python benchmarks/tiny_clip_probe.py --steps 800 --views 2 --consistency 1 --out /tmp/v2.pt
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def main() -> None:
     parser.add_argument("--stem-blocks", type=int, default=TINY_CLIP["conv_stem_blocks"])
     parser.add_argument("--layers", type=int, default=TINY_CLIP["vision_cfg"]["layers"], help="ViT blocks")
     parser.add_argument("--lr", type=float, default=TinyClipTraining.lr)
+    parser.add_argument("--views", type=int, default=TinyClipTraining.views, help="views per image")
+    parser.add_argument("--consistency", type=float, default=TinyClipTraining.consistency_weight)
+    parser.add_argument("--seed", type=int, default=0, help="training seed (the pool is always seed 0's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (two arms side by side: 1)")
     parser.add_argument("--held", default="/tmp/clip-held", help="single-object scenes of a held-out seed")
     parser.add_argument("--seen", default="/tmp/clip-seen", help="single-object scenes of the training seed")
@@ -45,12 +49,19 @@ def main() -> None:
     config["vision_cfg"]["layers"] = args.layers
     pool = clip_pool(3600, 0, config["vision_cfg"]["image_size"])
     # No time limit: the arms are compared at equal steps, whatever the machine's load.
-    training = TinyClipTraining(steps=args.steps, lr=args.lr, time_limit_s=None)
+    training = TinyClipTraining(
+        steps=args.steps,
+        lr=args.lr,
+        views=args.views,
+        consistency_weight=args.consistency,
+        seed=args.seed,
+        time_limit_s=None,
+    )
     model, summary = train_tiny_clip(config, pool, training, log=lambda d: print(json.dumps(d), flush=True))
     version = save_checkpoint(args.out, "clip", config, half_precision(model), extra={"training": summary})
     held = evaluate_tiny_clip(args.held, args.out)["top1"]
     seen = evaluate_tiny_clip(args.seen, args.out)["top1"]
-    arm = {"stem_blocks": args.stem_blocks, "layers": args.layers, "lr": args.lr}
+    arm = {"stem_blocks": args.stem_blocks, "layers": args.layers}
     print(
         json.dumps(
             {"out": args.out, "version": version, **arm, "held_top1": held, "seen_top1": seen, **summary}

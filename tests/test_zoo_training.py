@@ -18,6 +18,7 @@ from maskfactory.models.sam import build_sam
 from maskfactory.models.zoo.train_clip import (
     CaptionedImage,
     TinyClipTraining,
+    _consistency_loss,
     _token_targets,
     dihedral_views,
     train_tiny_clip,
@@ -172,28 +173,55 @@ def test_clip_recipe_learns_colours() -> None:
     assert averaged > 0.9, averaged
 
 
+def _noise_pool() -> list[CaptionedImage]:
+    """Eight noise images under two captions: enough to take training steps, nothing to learn."""
+    rng = np.random.default_rng(0)
+    return [
+        CaptionedImage(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), [f"image {i % 2}"])
+        for i in range(8)
+    ]
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    weights = zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    return all(torch.equal(x, y) for x, y in weights)
+
+
 def test_stop_after_ends_a_run_without_shortening_its_schedule() -> None:
     """``stop_after`` replays a run its time limit cut: the same steps at the full schedule's rates."""
     torch.set_num_threads(2)
     config = _micro_clip_config(32)
-    rng = np.random.default_rng(0)
-    pool = [
-        CaptionedImage(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), [f"image {i % 2}"])
-        for i in range(8)
-    ]
+    pool = _noise_pool()
     full = TinyClipTraining(steps=6, batch_size=4, warmup_steps=0)
     stopped, summary = train_tiny_clip(config, pool, replace(full, stop_after=3))
     again, _ = train_tiny_clip(config, pool, replace(full, stop_after=3))
     short, _ = train_tiny_clip(config, pool, replace(full, steps=3))
     assert summary["steps_run"] == 3 and summary["steps"] == 6
+    assert _same_weights(stopped, again)
+    assert not _same_weights(stopped, short)  # a 3-step schedule decays faster
 
-    def same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-        return all(
-            torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
-        )
 
-    assert same(stopped, again)
-    assert not same(stopped, short)  # a 3-step schedule decays faster
+def test_consistency_is_zero_when_views_agree_and_positive_when_they_differ() -> None:
+    logits = torch.randn(2, 5, 7, generator=torch.Generator().manual_seed(0))  # (views, B, V)
+    assert _consistency_loss(logits[:1]).item() == 0.0
+    assert _consistency_loss(torch.stack([logits[0], logits[0] + 3.0])).abs().item() < 1e-6  # same softmax
+    assert _consistency_loss(logits).item() > 0.01
+
+
+def test_views_split_the_batch_and_the_consistency_term_trains() -> None:
+    """Two views each of 2 images make a batch of 4: their disagreement is logged, and weighting it
+    changes the weights."""
+    torch.set_num_threads(2)
+    config = _micro_clip_config(32)
+    pool = _noise_pool()
+    two = TinyClipTraining(steps=50, batch_size=4, warmup_steps=0, views=2)
+    logged: list[dict[str, float]] = []
+    plain, _ = train_tiny_clip(config, pool, two, log=logged.append)
+    pulled, _ = train_tiny_clip(config, pool, replace(two, consistency_weight=1.0))
+    assert logged[-1]["consistency"] > 0  # noise images look different turned
+    assert not _same_weights(plain, pulled)
+    with pytest.raises(ValueError, match="multiple of views"):
+        train_tiny_clip(config, pool, replace(two, views=3))
 
 
 def test_dihedral_views_are_the_eight_distinct_turns_and_mirrors() -> None:
