@@ -110,18 +110,19 @@ def train_tiny_clip(
     sched = torch.optim.lr_scheduler.LambdaLR(
         optim, lambda step: warmup_cosine(step, training.warmup_steps, training.steps, floor=0.0)
     )
+    n = training.batch_size // training.views  # distinct images per step
     start, steps_run, recent = time.perf_counter(), 0, []
     for step in range(training.steps):
         if out_of_budget(step, start, training.time_limit_s, training.stop_after):
             break
         steps_run = step + 1
-        n = training.batch_size // training.views
         picks = torch.as_tensor(rng.choice(len(pool), size=n, replace=len(pool) < n))
         x = normalize_images(
             images[picks.numpy()], open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
         )
         # Views are drawn independently, so two views of an image coincide one time in eight.
-        seen = [_dihedral(x, token_region[picks].reshape(-1, grid, grid), rng) for _ in range(training.views)]
+        picked_regions = token_region[picks].reshape(-1, grid, grid)
+        seen = [_dihedral(x, picked_regions, rng) for _ in range(training.views)]
         x, regions = torch.cat([v[0] for v in seen]), torch.cat([v[1] for v in seen])  # view-major
         feature, patches = two_stream_forward(model.visual, x, blocks)
         txt = F.normalize(model.encode_text(tokens), dim=-1)
@@ -157,8 +158,9 @@ def _dihedral(
     x: torch.Tensor, regions: torch.Tensor, rng: np.random.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (B, 3, S, S) and their token regions (B, g, g), turned by one random quarter turn per
-    batch and mirrored per image; returns the regions flattened to (B, g*g). Every world caption
-    survives this: objects lie at any angle, and no caption says where anything is."""
+    call (a batch, or one view of it) and mirrored per image; returns the regions flattened to
+    (B, g*g). Every world caption survives this: objects lie at any angle, and no caption says where
+    anything is."""
     turns = int(rng.integers(4))
     x, regions = torch.rot90(x, turns, (-2, -1)), torch.rot90(regions, turns, (-2, -1))
     flip = torch.as_tensor(rng.random(len(x)) < 0.5)
