@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--stem-blocks", type=int, default=TINY_CLIP["conv_stem_blocks"])
     parser.add_argument("--layers", type=int, default=TINY_CLIP["vision_cfg"]["layers"], help="ViT blocks")
     parser.add_argument("--lr", type=float, default=TinyClipTraining.lr)
+    parser.add_argument("--batch-size", type=int, default=TinyClipTraining.batch_size)
     parser.add_argument("--views", type=int, default=TinyClipTraining.views, help="views per image")
     parser.add_argument("--consistency", type=float, default=TinyClipTraining.consistency_weight)
     parser.add_argument("--seed", type=int, default=0, help="training seed (the pool is always seed 0's)")
@@ -51,6 +52,7 @@ def main() -> None:
     # No time limit: the arms are compared at equal steps, whatever the machine's load.
     training = TinyClipTraining(
         steps=args.steps,
+        batch_size=args.batch_size,
         lr=args.lr,
         views=args.views,
         consistency_weight=args.consistency,

@@ -208,8 +208,8 @@ def zoo_train(
     stop_after: int | None = typer.Option(
         None,
         min=1,
-        help="End after this many steps, schedule unchanged: replays a run its time limit stopped "
-        "(the checkpoint header's training.steps_run).",
+        help="End after this many steps, schedule unchanged, with no time limit: replays a run "
+        "on a machine of another speed (the checkpoint header's training.steps_run).",
     ),
 ) -> None:
     """Train a zoo model from scratch on the synthetic world (seeded, reproducible)."""

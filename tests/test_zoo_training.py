@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -15,6 +16,7 @@ from maskfactory.models.clip_surgery import ClipSurgery
 from maskfactory.models.interactive import SamClickSegmenter
 from maskfactory.models.predictor import BatchedSamPredictor
 from maskfactory.models.sam import build_sam
+from maskfactory.models.zoo.common import out_of_budget
 from maskfactory.models.zoo.train_clip import (
     CaptionedImage,
     TinyClipTraining,
@@ -199,6 +201,15 @@ def test_stop_after_ends_a_run_without_shortening_its_schedule() -> None:
     assert summary["steps_run"] == 3 and summary["steps"] == 6
     assert _same_weights(stopped, again)
     assert not _same_weights(stopped, short)  # a 3-step schedule decays faster
+
+
+def test_stop_after_lifts_the_time_limit() -> None:
+    """A replay runs its steps however slow the machine; without ``stop_after`` the limit ends a run."""
+    long_ago = time.perf_counter() - 100.0  # a run that started 100 s ago, with a 1 s limit
+    assert not out_of_budget(4, long_ago, 1.0, stop_after=5)
+    assert out_of_budget(5, long_ago, 1.0, stop_after=5)
+    assert out_of_budget(4, long_ago, 1.0, stop_after=None)
+    assert not out_of_budget(4, time.perf_counter(), 60.0, stop_after=None)
 
 
 def test_consistency_is_zero_when_views_agree_and_positive_when_they_differ() -> None:

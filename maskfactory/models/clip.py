@@ -33,8 +33,8 @@ from maskfactory.models.stem import ConvStem
 # confused stars, crosses and triangles (benchmarks/RESULTS.md). A thin stem keeps the full resolution
 # affordable (the stem takes about a tenth of a training step). Three residual 3x3 convolutions at the
 # stem's 32x32 stage (``conv_stem_blocks``) let each token see more of its object's outline: at equal
-# steps they lifted held-out zero-shot top-1 from 0.34 to 0.44 (800-step probes), and the shipped model
-# from 0.77 to 0.83, for about a fifth more time per step.
+# steps they lifted held-out zero-shot top-1 from 0.34 to 0.44 (800-step probes), and a full run
+# from 0.77 to 0.83 (``7b495a5b238e``), for about a fifth more time per step.
 # The text tower keeps CLIP's BPE vocabulary (49408 tokens: the offline tokenizer's) at width 64; a
 # context of 32 tokens fits every world caption.
 TINY_CLIP: dict[str, Any] = {

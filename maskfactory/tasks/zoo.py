@@ -128,8 +128,8 @@ def train_zoo_model(
 ) -> tuple[str, str, dict[str, Any]]:
     """Train a zoo model from scratch on the world; returns (checkpoint URI, version, summary).
 
-    ``stop_after``: end after this many steps with the recipe's schedule unchanged, to replay a run
-    (such as a shipped one) that the recipe's time limit stopped early on a slower machine.
+    ``stop_after``: end after this many steps with the recipe's schedule unchanged and no time limit,
+    to replay a run (such as a shipped one) on a machine of another speed.
     """
     if name not in ZOO_MODELS:
         raise ValueError(f"unknown zoo model {name!r}; known: {', '.join(ZOO_MODELS)}")

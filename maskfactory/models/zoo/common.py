@@ -28,12 +28,14 @@ def half_precision(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def out_of_budget(step: int, started: float, time_limit_s: float | None, stop_after: int | None) -> bool:
-    """Whether a training loop ends before its 0-based ``step``: ``time_limit_s`` seconds have passed
-    since ``started`` (a ``time.perf_counter()`` reading), or ``stop_after`` steps have run.
+    """Whether a training loop ends before its 0-based ``step``: ``stop_after`` steps have run or, when
+    ``stop_after`` is None, ``time_limit_s`` seconds have passed since ``started`` (a
+    ``time.perf_counter()`` reading).
 
-    Neither shortens the learning-rate schedule, so ``stop_after`` set to the ``steps_run`` a time limit
-    left replays that run on a machine of another speed.
+    Neither shortens the learning-rate schedule, so ``stop_after`` set to the ``steps_run`` of a run
+    replays it on a machine of another speed. The time limit does not apply then: on a slower machine
+    it would cut the replay short.
     """
-    if stop_after is not None and step >= stop_after:
-        return True
+    if stop_after is not None:
+        return step >= stop_after
     return time_limit_s is not None and time.perf_counter() - started > time_limit_s

@@ -66,7 +66,7 @@ class TinySamTraining:
     # A safety net so `zoo train` stays within its 45-minute budget on a busy 2-core machine; the summary
     # records how many steps actually ran.
     time_limit_s: float | None = 42 * 60
-    stop_after: int | None = None  # end after this many steps; the schedule keeps its length
+    stop_after: int | None = None  # end after this many steps, time limit off; schedule unchanged
 
 
 @dataclass
