@@ -45,7 +45,7 @@ def main() -> None:
     surgery = ClipSurgery(loaded)
     result: dict[str, dict[str, float]] = {}
     for task in TASKS:
-        samples = training_samples(args.n, args.seed, tasks=(task,))
+        samples = list(training_samples(args.n, args.seed, tasks=(task,)))
         x = normalize_images(
             np.stack([square_resize(s.image, loaded.image_size) for s in samples]), loaded.mean, loaded.std
         )

@@ -1,6 +1,6 @@
 """tiny-sam with a convolutional patch embedding (models/stem.py) against SAM's own, at equal steps.
 
-Trains one arm per call on the zoo's pool (2000 seed-0 world samples, as ``maskfactory zoo train
+Trains one arm per call on the zoo's pool (``TINY_SAM_POOL`` seed-0 world samples, as ``maskfactory zoo train
 tiny-sam``) with the zoo recipe and a cosine schedule over ``--steps``, and saves the checkpoint. Run
 the two arms side by side, then measure each with ``benchmarks/zoo_quality.py --sam CHECKPOINT``:
 
@@ -9,6 +9,7 @@ the two arms side by side, then measure each with ``benchmarks/zoo_quality.py --
     .venv/bin/python benchmarks/zoo_quality.py --n 10 --skip-clip --domains natural --sam /tmp/stem900.pt
 
 ``--stem-blocks N`` adds N residual convolutions inside the stem (as tiny-clip's has since 2026-12-03).
+``--lr`` changes the peak learning rate, to probe the recipe's rate at equal steps the same way.
 
 This A/B is why the zoo's tiny-sam (``TINY_SAM``) has the stem since 2026-12-02: ``--stem 32,64``
 is its config, and ``--stem none`` is SAM's single patch projection, which it had before.
@@ -26,7 +27,7 @@ from maskfactory.infra.checkpoints import save_checkpoint
 from maskfactory.models.sam import TINY_SAM
 from maskfactory.models.zoo.common import half_precision
 from maskfactory.models.zoo.train_sam import TinySamTraining, TrainingSample, train_tiny_sam
-from maskfactory.tasks.zoo import training_samples
+from maskfactory.tasks.zoo import TINY_SAM_POOL, training_samples
 
 
 def main() -> None:
@@ -38,19 +39,20 @@ def main() -> None:
         "--stem-blocks", type=int, default=TINY_SAM.conv_stem_blocks, help="residual convs in it"
     )
     parser.add_argument("--steps", type=int, default=900)
+    parser.add_argument("--lr", type=float, default=TinySamTraining.lr, help="peak AdamW learning rate")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (two arms side by side: 1)")
     parser.add_argument("--out", required=True, help="checkpoint path")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     stem = () if args.stem == "none" else tuple(int(c) for c in args.stem.split(","))
     config = dataclasses.replace(TINY_SAM, conv_stem=stem, conv_stem_blocks=args.stem_blocks)
-    pool = [TrainingSample(s.image, s.objects) for s in training_samples(2000, seed=0)]
+    pool = [TrainingSample(s.image, s.objects) for s in training_samples(TINY_SAM_POOL, seed=0)]
     # No time limit: the arms are compared at equal steps, whatever the machine's load.
-    training = TinySamTraining(steps=args.steps, time_limit_s=None)
+    training = TinySamTraining(steps=args.steps, lr=args.lr, time_limit_s=None)
     model, summary = train_tiny_sam(config, pool, training, log=lambda d: print(json.dumps(d), flush=True))
     half = half_precision(model)
     version = save_checkpoint(args.out, "sam", config.to_dict(), half, extra={"training": summary})
-    arm = {"stem": list(stem), "stem_blocks": args.stem_blocks}
+    arm = {"stem": list(stem), "stem_blocks": args.stem_blocks, "lr": args.lr}
     print(json.dumps({"out": args.out, "version": version, **arm, **summary}))
 
 

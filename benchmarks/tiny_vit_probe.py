@@ -26,7 +26,7 @@ from maskfactory.tasks.zoo import training_samples
 
 def scenes(n: int, seed: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """n single-object semantic scenes: normalised images (n, 3, size, size) and class indices (n,)."""
-    samples = training_samples(n, seed, tasks=("semantic",), n_objects=1)
+    samples = list(training_samples(n, seed, tasks=("semantic",), n_objects=1))
     images = np.stack([square_resize(s.image, size) for s in samples])
     x = normalize_images(images, open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD)
     return x, torch.tensor([CLASSES.index(s.object_kinds[0]) for s in samples])

@@ -108,6 +108,20 @@ def test_zoo_training_seed_s_uses_exactly_dataset_seed_s(tmp_path: Path) -> None
 
     datasets.write_dataset(str(tmp_path), "semantic", n=1, seed=3)
     item = next(datasets.iter_items(str(tmp_path)))
-    trained_on = training_samples(1, 3)[0]  # item 0 cycles to the first task, semantic
+    trained_on = next(training_samples(1, 3))  # item 0 cycles to the first task, semantic
     assert np.array_equal(trained_on.image, item.image)
-    assert not np.array_equal(training_samples(1, 4)[0].image, item.image)
+    assert not np.array_equal(next(training_samples(1, 4)).image, item.image)
+
+
+def test_clip_pool_holds_the_scenes_then_the_single_object_samples_of_its_seed() -> None:
+    """The pool is built one sample at a time (to keep its peak memory down), in a fixed order."""
+    from maskfactory.tasks.zoo import captioned_image, clip_pool, training_samples
+
+    pool = clip_pool(4, seed=2, size=128)
+    scenes = list(training_samples(2, 2))
+    singles = list(training_samples(2, 2, tasks=("semantic",), n_objects=1))
+    for got, sample in zip(pool, scenes + singles, strict=True):
+        want = captioned_image(sample, 128)
+        assert np.array_equal(got.image, want.image) and got.captions == want.captions
+        assert np.array_equal(got.regions, want.regions)
+    assert len(pool[2].regions) == 1 and len(pool[0].regions) > 1

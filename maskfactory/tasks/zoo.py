@@ -10,8 +10,9 @@ zoo) and load into float32 models, which costs nothing measurable in accuracy at
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,9 @@ from maskfactory.simulators.clicker import evaluate_noc, summarize_noc
 from maskfactory.simulators.world import CLASSES, TASKS, Sample, make_sample
 
 ZOO_MODELS = ("tiny-sam", "tiny-clip")
+# Training images each recipe generates up front (``zoo train --pool`` overrides them).
+TINY_SAM_POOL = 2000
+TINY_CLIP_POOL = 3600
 
 
 def training_samples(
@@ -48,18 +52,19 @@ def training_samples(
     domain: str = "natural",
     tasks: tuple[str, ...] = TASKS,
     n_objects: int | None = None,
-) -> list[Sample]:
+) -> Iterator[Sample]:
     """``n`` world samples cycling through ``tasks`` (by default all five, so every kind of instance is
-    seen), each with ``n_objects`` objects (default: drawn from its seed).
+    seen), each with ``n_objects`` objects (default: drawn from its seed), made one at a time so that a
+    caller that keeps only part of each (a training pool) never holds them all.
 
     Item ``i`` uses the seed that item ``i`` of a ``world make --seed <seed>`` dataset uses, so a zoo
     model trained with seed ``s`` has seen dataset seed ``s``'s items and no other: evaluate it on
     datasets made with any other seed.
     """
-    return [
-        make_sample(tasks[i % len(tasks)], domain, seed=seed * datasets.SEED_STRIDE + i, n_objects=n_objects)
-        for i in range(n)
-    ]
+    for i in range(n):
+        yield make_sample(
+            tasks[i % len(tasks)], domain, seed=seed * datasets.SEED_STRIDE + i, n_objects=n_objects
+        )
 
 
 # Region kinds get a sentence and the bare prompt AlignSAM's explicit branch sends to CLIP Surgery
@@ -112,8 +117,9 @@ def captioned_image(sample: Sample, size: int) -> CaptionedImage:
 def clip_pool(n: int, seed: int, size: int) -> list[CaptionedImage]:
     """tiny-clip's training images: scenes of every task, plus as many single-object semantic scenes
     (the images zero-shot classification is measured on, and where a class caption is unambiguous)."""
+    scenes = training_samples(n - n // 2, seed)
     singles = training_samples(n // 2, seed, tasks=("semantic",), n_objects=1)
-    return [captioned_image(s, size) for s in training_samples(n - n // 2, seed) + singles]
+    return [captioned_image(s, size) for s in itertools.chain(scenes, singles)]
 
 
 def train_zoo_model(
@@ -136,13 +142,13 @@ def train_zoo_model(
     out = out or str(zoo_path(f"{name}.pt"))
     if name == "tiny-sam":
         training = TinySamTraining(seed=seed, stop_after=stop_after, **({"steps": steps} if steps else {}))
-        samples = training_samples(pool_size or 2000, seed)
+        samples = training_samples(pool_size or TINY_SAM_POOL, seed)
         pool = [TrainingSample(s.image, s.objects) for s in samples]
         model, summary = train_tiny_sam(TINY_SAM, pool, training, log=log)
         kind, config = "sam", TINY_SAM.to_dict()
     else:
         training = TinyClipTraining(seed=seed, stop_after=stop_after, **({"steps": steps} if steps else {}))
-        pool = clip_pool(pool_size or 3600, seed, clip_models.TINY_CLIP["vision_cfg"]["image_size"])
+        pool = clip_pool(pool_size or TINY_CLIP_POOL, seed, clip_models.TINY_CLIP["vision_cfg"]["image_size"])
         model, summary = train_tiny_clip(clip_models.TINY_CLIP, pool, training, log=log)
         kind, config = "clip", clip_models.TINY_CLIP
     summary = {**summary, "pool_size": len(pool), "domain": "natural", "tasks": list(TASKS)}

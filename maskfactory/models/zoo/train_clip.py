@@ -62,7 +62,9 @@ class TinyClipTraining:
     lr: float = 5e-4
     weight_decay: float = 0.1
     warmup_steps: int = 100
-    region_weight: float = 1.0  # weight of the per-token region-caption loss (0: CLIP's image loss only)
+    # Weight of the per-token region-caption loss (0: CLIP's image loss only); 0.5 and 2 both scored
+    # 0.05-0.07 lower in 800-step probes (benchmarks/RESULTS.md).
+    region_weight: float = 1.0
     # Views per image in a batch (``batch_size`` counts views, so a step costs the same): each view gets
     # its own random turn and mirror, and ``consistency_weight`` pulls the views' caption distributions
     # together (AugMix's Jensen-Shannon term, Hendrycks et al. 2020). 1 and 0 are the shipped recipe.

@@ -54,7 +54,9 @@ class TinySamTraining:
     instances_per_image: int = 4
     correction_iters: int = 2
     deepest_point_prob: float = 0.5  # share of points placed as RITM's clicker does, not uniformly
-    lr: float = 8e-4  # AdamW, as SAM (which uses 8e-4 with a 256-image batch)
+    # AdamW at SAM's peak rate (8e-4, for a 256-image batch). 900-step probes: 4e-4 was behind on every
+    # task, 1.6e-3 never broke out of predicting nothing (benchmarks/RESULTS.md).
+    lr: float = 8e-4
     weight_decay: float = 0.1
     warmup_steps: int = 100
     box_noise: float = 0.1  # corner noise std as a fraction of the box side
