@@ -9,7 +9,8 @@ the two arms side by side, then measure each with ``benchmarks/zoo_quality.py --
     .venv/bin/python benchmarks/zoo_quality.py --n 10 --skip-clip --domains natural --sam /tmp/stem900.pt
 
 ``--stem-blocks N`` adds N residual convolutions inside the stem (as tiny-clip's has since 2026-12-03).
-``--lr`` changes the peak learning rate, to probe the recipe's rate at equal steps the same way.
+``--lr``, ``--focal-weight`` and ``--warmup-steps`` change one hyper-parameter of the recipe, to probe
+it at equal steps the same way.
 
 This A/B is why the zoo's tiny-sam (``TINY_SAM``) has the stem since 2026-12-02: ``--stem 32,64``
 is its config, and ``--stem none`` is SAM's single patch projection, which it had before.
@@ -40,6 +41,8 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=900)
     parser.add_argument("--lr", type=float, default=TinySamTraining.lr, help="peak AdamW learning rate")
+    parser.add_argument("--focal-weight", type=float, default=TinySamTraining.focal_weight)
+    parser.add_argument("--warmup-steps", type=int, default=TinySamTraining.warmup_steps)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (two arms side by side: 1)")
     parser.add_argument("--out", required=True, help="checkpoint path")
     args = parser.parse_args()
@@ -48,7 +51,13 @@ def main() -> None:
     config = dataclasses.replace(TINY_SAM, conv_stem=stem, conv_stem_blocks=args.stem_blocks)
     pool = [TrainingSample(s.image, s.objects) for s in training_samples(TINY_SAM_POOL, seed=0)]
     # No time limit: the arms are compared at equal steps, whatever the machine's load.
-    training = TinySamTraining(steps=args.steps, lr=args.lr, time_limit_s=None)
+    training = TinySamTraining(
+        steps=args.steps,
+        lr=args.lr,
+        focal_weight=args.focal_weight,
+        warmup_steps=args.warmup_steps,
+        time_limit_s=None,
+    )
     model, summary = train_tiny_sam(config, pool, training, log=lambda d: print(json.dumps(d), flush=True))
     half = half_precision(model)
     version = save_checkpoint(args.out, "sam", config.to_dict(), half, extra={"training": summary})
