@@ -12,6 +12,7 @@ then run the arms side by side with one thread each:
     .venv/bin/python benchmarks/tiny_clip_probe.py --steps 800 --stem-blocks 0 --out /tmp/base800.pt
     .venv/bin/python benchmarks/tiny_clip_probe.py --steps 800 --out /tmp/blocks800.pt  # the zoo's 3 blocks
     .venv/bin/python benchmarks/tiny_clip_probe.py --steps 800 --views 2 --consistency 1 --out /tmp/v2.pt
+    .venv/bin/python benchmarks/tiny_clip_probe.py --steps 800 --batch-size 24 --crops 48 --out /tmp/crops.pt
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=TinyClipTraining.views, help="views per image")
     parser.add_argument("--consistency", type=float, default=TinyClipTraining.consistency_weight)
     parser.add_argument("--region-weight", type=float, default=TinyClipTraining.region_weight)
+    parser.add_argument("--crops", type=int, default=TinyClipTraining.crops, help="object crops per step")
     parser.add_argument("--seed", type=int, default=0, help="training seed (the pool is always seed 0's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (two arms side by side: 1)")
     parser.add_argument("--held", default="/tmp/clip-held", help="single-object scenes of a held-out seed")
@@ -61,6 +63,7 @@ def main() -> None:
         views=args.views,
         consistency_weight=args.consistency,
         region_weight=args.region_weight,
+        crops=args.crops,
         seed=args.seed,
         time_limit_s=None,
     )

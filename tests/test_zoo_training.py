@@ -11,8 +11,14 @@ import torch
 from micro_models import MICRO_SAM
 from scipy.ndimage import distance_transform_edt
 
-from maskfactory.models.clip import LoadedClip, image_normalization, normalize_images, tokenizer_for
-from maskfactory.models.clip_surgery import ClipSurgery
+from maskfactory.models.clip import (
+    LoadedClip,
+    build_clip,
+    image_normalization,
+    normalize_images,
+    tokenizer_for,
+)
+from maskfactory.models.clip_surgery import ClipSurgery, default_surgery_blocks, two_stream_forward
 from maskfactory.models.interactive import SamClickSegmenter
 from maskfactory.models.predictor import BatchedSamPredictor
 from maskfactory.models.sam import build_sam
@@ -21,6 +27,8 @@ from maskfactory.models.zoo.train_clip import (
     CaptionedImage,
     TinyClipTraining,
     _consistency_loss,
+    _crop_offsets,
+    _object_crops,
     _token_targets,
     dihedral_views,
     train_tiny_clip,
@@ -282,3 +290,73 @@ def test_clip_recipe_learns_where_each_colour_is() -> None:
             if len(inside) and len(outside):
                 hits.append(float(inside.mean() > outside.mean() + 0.3))
     assert np.mean(hits) > 0.9, hits
+
+
+def _one_region_image(rows: slice, cols: slice, size: int = 64) -> CaptionedImage:
+    region = np.zeros((1, size, size), bool)
+    region[0, rows, cols] = True
+    image = np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    return CaptionedImage(image, ["a red image"], region, [["red"]])
+
+
+def test_crop_offsets_keep_every_region_whole_and_skip_images_that_cannot() -> None:
+    """64 px images, 16 px tokens (a 4 x 4 grid), 2 x 2-token crops (32 px)."""
+    pool = [
+        _one_region_image(slice(20, 30), slice(40, 50)),  # fits: rows 20-29, columns 40-49
+        _one_region_image(slice(0, 64), slice(0, 10)),  # taller than a crop
+        CaptionedImage(np.zeros((64, 64, 3), np.uint8), ["a photo"]),  # no regions: nothing to keep whole
+    ]
+    indices, offsets = _crop_offsets(pool, grid=4, cut=2)
+    assert indices.tolist() == [0]
+    # Rows: a crop from token row 0 (pixels 0-31) or 1 (16-47) holds 20-29; columns: only from token
+    # column 2 (pixels 32-63) holds 40-49.
+    assert offsets.tolist() == [[[0, 1], [2, 2]]]
+
+
+def test_object_crops_cut_pixels_targets_and_positions_from_one_place() -> None:
+    pool = [_one_region_image(slice(20, 30), slice(40, 50))]
+    token_region, _ = _token_targets(pool, 4, {"": 0, "a red image": 1, "red": 2})
+    _, offsets = _crop_offsets(pool, grid=4, cut=2)
+    images = np.stack([p.image for p in pool])
+    rng = np.random.default_rng(0)
+    which = np.zeros(20, dtype=np.int64)  # one image, cropped 20 times: both allowed rows come up
+    crops, regions, positions = _object_crops(images, token_region[which], offsets[which], which, 2, rng)
+    assert crops.shape == (20, 32, 32, 3) and regions.shape == (20, 2, 2) and positions.shape == (20, 4)
+    starts = set()
+    for crop, region, where in zip(crops, regions, positions, strict=True):
+        r, c = divmod(int(where[0]), 4)  # the crop's first token in the full grid
+        starts.add((r, c))
+        assert where.tolist() == [r * 4 + c, r * 4 + c + 1, (r + 1) * 4 + c, (r + 1) * 4 + c + 1]
+        assert np.array_equal(crop, images[0, 16 * r : 16 * r + 32, 16 * c : 16 * c + 32])
+        assert torch.equal(region.flatten(), token_region[0][where])
+    assert starts == {(0, 2), (1, 2)}
+
+
+def test_full_grid_positions_are_the_plain_forward() -> None:
+    """Giving every token its own place in the grid is what a full-size image gets without positions."""
+    torch.manual_seed(0)
+    model = build_clip(_micro_clip_config(32)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    blocks = default_surgery_blocks(model.visual)
+    plain = two_stream_forward(model.visual, x, blocks)
+    placed = two_stream_forward(model.visual, x, blocks, torch.arange(16).expand(2, 16))
+    assert all(torch.allclose(a, b) for a, b in zip(plain, placed, strict=True))
+
+
+def test_crops_join_the_batch_reproducibly() -> None:
+    """Crops change what a run learns, and a seed still fixes it."""
+    torch.set_num_threads(2)
+    config = _micro_clip_config(64)
+    pool = [
+        CaptionedImage(image, sorted(set(names)), masks, [[name] for name in names])
+        for image, masks, names in squares(16, seed=0)
+    ]
+    pool += [_one_region_image(slice(20, 30), slice(40, 50))]  # one image that surely fits a 32 px crop
+    plain = TinyClipTraining(steps=4, batch_size=4, warmup_steps=0)
+    cropped = replace(plain, crops=4, crop_size=32)
+    a, _ = train_tiny_clip(config, pool, cropped)
+    b, _ = train_tiny_clip(config, pool, cropped)
+    c, _ = train_tiny_clip(config, pool, plain)
+    assert _same_weights(a, b) and not _same_weights(a, c)
+    with pytest.raises(ValueError, match="crop_size"):
+        train_tiny_clip(config, pool, replace(plain, crops=4, crop_size=36))  # not whole 8 px patches

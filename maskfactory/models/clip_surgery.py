@@ -133,15 +133,26 @@ def default_surgery_blocks(visual: VisionTransformer) -> int:
 
 
 def two_stream_forward(
-    visual: VisionTransformer, images: torch.Tensor, surgery_blocks: int
+    visual: VisionTransformer,
+    images: torch.Tensor,
+    surgery_blocks: int,
+    positions: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ViT with the surgery stream in its last ``surgery_blocks`` blocks, differentiable (the
     tiny-clip recipe trains through it). (B, 3, S, S) -> CLIP's image feature (B, E) and the surgery
-    stream's patch tokens (B, g*g, E), both projected and not normalised."""
+    stream's patch tokens (B, g*g, E), both projected and not normalised.
+
+    ``positions`` (B, g*g) long: for images that are crops of the model's input size, the index of
+    each crop token in the full token grid (row-major), so that a token gets the position embedding
+    of the place it was cut from. None: the images are full size.
+    """
     v = visual
     x = v.conv1(images).flatten(2).transpose(1, 2)  # (B, N, W)
     cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-    x = v.ln_pre(torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype))
+    embedding = v.positional_embedding.to(x.dtype)  # (1 + G*G, W), the class token's first
+    if positions is not None:
+        embedding = torch.cat([embedding[:1].expand(len(x), 1, -1), embedding[1 + positions]], dim=1)
+    x = v.ln_pre(torch.cat([cls, x], dim=1) + embedding)
     blocks = list(v.transformer.resblocks)
     start = len(blocks) - surgery_blocks
     for block in blocks[:start]:

@@ -19,6 +19,11 @@ chose for a small world and a CPU budget.
    model a label per token instead of one per image; without it (and without the ViT's convolutional
    stem) the tower did not learn the six shapes in the CPU budget (benchmarks/RESULTS.md). Object and
    background tokens weigh half each, since background tokens far outnumber object ones.
+3. **Object crops** (``crops``). An image whose captioned regions all fit in a ``crop_size`` square is
+   also shown cut to such a square around them, on the token grid, each token with the position
+   embedding of the place it was cut from. No region is cut, so every caption still holds; a 128 px
+   crop has a quarter of the tokens and costs about a fifth of a full 256 px image, so a step sees
+   more objects for its time. The model is still read at full size, and the batch keeps full images.
 
 Like the tiny-sam recipe, this module takes a pool of samples and knows nothing about the world.
 """
@@ -70,6 +75,10 @@ class TinyClipTraining:
     # together (AugMix's Jensen-Shannon term, Hendrycks et al. 2020). 1 and 0 are the shipped recipe.
     views: int = 1
     consistency_weight: float = 0.0
+    # Object crops per step, besides ``batch_size`` full images (0: none), and their side in pixels, a
+    # multiple of the patch size. In the world's pool only the single-object scenes fit in 128 px.
+    crops: int = 0
+    crop_size: int = 128
     seed: int = 0
     time_limit_s: float | None = 40 * 60  # a safety net; the summary records the steps that ran
     stop_after: int | None = None  # end after this many steps, time limit off; schedule unchanged
@@ -108,6 +117,12 @@ def train_tiny_clip(
         truth[row, [index[c] for c in p.captions]] = 1.0
     grid = model.visual.grid_size[0]
     token_region, region_truth = _token_targets(pool, grid, index)
+    cut, uncut = divmod(training.crop_size * grid, images.shape[1])  # a crop's side in tokens
+    if training.crops and (uncut or not 0 < cut <= grid):
+        raise ValueError(f"crop_size {training.crop_size} is not a multiple of the patch within the image")
+    croppable, offsets = _crop_offsets(pool, grid, cut)
+    if training.crops and not len(croppable):
+        raise ValueError(f"no image's regions fit in a {training.crop_size} px crop")
     blocks = default_surgery_blocks(model.visual)
     optim = torch.optim.AdamW(model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
 
@@ -129,12 +144,29 @@ def train_tiny_clip(
         seen = [_dihedral(x, picked_regions, rng) for _ in range(training.views)]
         x, regions = torch.cat([v[0] for v in seen]), torch.cat([v[1] for v in seen])  # view-major
         feature, patches = two_stream_forward(model.visual, x, blocks)
+        targets = truth[picks].repeat(training.views, 1)
+        patches, regions = patches.flatten(0, 1), regions.flatten()  # tokens of all images, in a row
+        if training.crops:
+            pick = rng.integers(len(croppable), size=training.crops)
+            which = croppable[pick]
+            xc, region_c, positions = _object_crops(
+                images, token_region[which], offsets[pick], which, cut, rng
+            )
+            xc = normalize_images(xc, open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD)
+            xc, region_c = _dihedral(xc, region_c, rng)
+            feature_c, patches_c = two_stream_forward(model.visual, xc, blocks, positions)
+            feature, targets = torch.cat([feature, feature_c]), torch.cat([targets, truth[which]])
+            patches, regions = (
+                torch.cat([patches, patches_c.flatten(0, 1)]),
+                torch.cat([regions, region_c.flatten()]),
+            )
         txt = F.normalize(model.encode_text(tokens), dim=-1)
         scale = model.logit_scale.exp()
-        logits = scale * F.normalize(feature, dim=-1) @ txt.T  # (views * n, V)
-        image_loss, acc = _contrastive_loss(logits, truth[picks].repeat(training.views, 1))
+        logits = scale * F.normalize(feature, dim=-1) @ txt.T  # (views * n + crops, V)
+        image_loss, acc = _contrastive_loss(logits, targets)
         region_loss = _region_loss(scale * F.normalize(patches, dim=-1) @ txt.T, regions, region_truth)
-        consistency = _consistency_loss(logits.unflatten(0, (training.views, n)))  # 0 for one view
+        full_views = logits[: training.views * n].unflatten(0, (training.views, n))
+        consistency = _consistency_loss(full_views)  # 0 for one view
         loss = image_loss + training.region_weight * region_loss + training.consistency_weight * consistency
         optim.zero_grad(set_to_none=True)
         loss.backward()
@@ -170,6 +202,56 @@ def _dihedral(
     flip = torch.as_tensor(rng.random(len(x)) < 0.5)
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     return x, torch.where(flip[:, None, None], regions.flip(-1), regions).flatten(1)
+
+
+def _crop_offsets(pool: Sequence[CaptionedImage], grid: int, cut: int) -> tuple[np.ndarray, np.ndarray]:
+    """The images that a ``cut`` x ``cut``-token crop can show with all their regions whole, and where.
+
+    Returns their pool indices (M,) and, for each, the token offsets a crop may start at, (M, 2, 2):
+    ``[[first row, last row], [first column, last column]]``, inclusive. An image without regions is
+    left out: nothing says which of its parts its captions describe.
+    """
+    indices, offsets = [], []
+    for i, p in enumerate(pool):
+        if p.regions is None or not len(p.regions):
+            continue
+        size = p.regions.shape[-1]
+        patch = size // grid
+        spans = []
+        for axis in (1, 0):  # rows: any region pixel in a row, then columns
+            on = np.flatnonzero(p.regions.any(axis=(0, axis + 1)))
+            # A crop from token t holds pixels t * patch to (t + cut) * patch - 1: the first and the
+            # last region pixel must both be in it.
+            spans.append([max(0, on[-1] // patch - cut + 1), min(grid - cut, on[0] // patch)])
+        if all(lo <= hi for lo, hi in spans):
+            indices.append(i)
+            offsets.append(spans)
+    return np.array(indices, dtype=np.int64), np.array(offsets, dtype=np.int64).reshape(-1, 2, 2)
+
+
+def _object_crops(
+    images: np.ndarray,
+    token_region: torch.Tensor,
+    spans: np.ndarray,
+    which: np.ndarray,
+    cut: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """One crop of each image ``images[which]`` (C entries), at a random token offset within its
+    ``spans`` (C, 2, 2) from :func:`_crop_offsets`; ``token_region`` (C, g*g) are its token targets.
+
+    Returns the crops (C, c, c, 3) uint8 with c = cut * patch px, their token targets (C, cut, cut),
+    and each crop token's index in the full g x g grid (C, cut * cut), for the position embedding.
+    """
+    grid = math.isqrt(token_region.shape[1])
+    patch = images.shape[1] // grid
+    pixels, regions, positions = [], [], []
+    for i, targets, (rows, cols) in zip(which, token_region, spans, strict=True):
+        r, c = int(rng.integers(rows[0], rows[1] + 1)), int(rng.integers(cols[0], cols[1] + 1))
+        pixels.append(images[i, r * patch : (r + cut) * patch, c * patch : (c + cut) * patch])
+        regions.append(targets.reshape(grid, grid)[r : r + cut, c : c + cut])
+        positions.append((torch.arange(r, r + cut)[:, None] * grid + torch.arange(c, c + cut)).flatten())
+    return np.stack(pixels), torch.stack(regions), torch.stack(positions)
 
 
 def _token_targets(
@@ -230,9 +312,10 @@ def _consistency_loss(logits: torch.Tensor) -> torch.Tensor:
 def _region_loss(
     logits: torch.Tensor, token_region: torch.Tensor, region_truth: torch.Tensor
 ) -> torch.Tensor:
-    """Token-to-vocabulary logits (B, N, V) against each token's region captions: cross-entropy with
-    targets spread over the region's captions, averaged over object tokens and over background
-    tokens, half each (either half is left out of a batch that has none)."""
+    """Token-to-vocabulary logits (T, V) against each token's region (T,), an index into region_truth
+    as :func:`_token_targets` gives it: cross-entropy with targets spread over the region's captions,
+    averaged over object tokens and over background tokens, half each (either half is left out of a
+    batch that has none)."""
     parts = []
     for on_object in (True, False):
         sel = token_region > 0 if on_object else token_region == 0
