@@ -270,14 +270,19 @@ def test_region_targets_mark_object_background_and_edge_tokens() -> None:
     assert region_truth.tolist() == [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]  # background, then "red"
 
 
+def _squares_pool(n: int) -> list[CaptionedImage]:
+    """:func:`squares` as tiny-clip trains on them: each square a region captioned with its colour."""
+    return [
+        CaptionedImage(image, sorted(set(names)), masks, [[name] for name in names])
+        for image, masks, names in squares(n, seed=0)
+    ]
+
+
 def test_clip_recipe_learns_where_each_colour_is() -> None:
     """With region captions, CLIP Surgery's map for a colour is high on the squares of that colour."""
     torch.set_num_threads(2)
     config = _micro_clip_config(64)
-    pool = [
-        CaptionedImage(image, sorted(set(names)), masks, [[name] for name in names])
-        for image, masks, names in squares(80, seed=0)
-    ]
+    pool = _squares_pool(80)
     model, _ = train_tiny_clip(config, pool, TinyClipTraining(steps=80, batch_size=16, warmup_steps=5))
     surgery = ClipSurgery(LoadedClip(model, tokenizer_for(config), "test", 64, *image_normalization(config)))
     hits = []
@@ -347,11 +352,8 @@ def test_crops_join_the_batch_reproducibly() -> None:
     """Crops change what a run learns, and a seed still fixes it."""
     torch.set_num_threads(2)
     config = _micro_clip_config(64)
-    pool = [
-        CaptionedImage(image, sorted(set(names)), masks, [[name] for name in names])
-        for image, masks, names in squares(16, seed=0)
-    ]
-    pool += [_one_region_image(slice(20, 30), slice(40, 50))]  # one image that surely fits a 32 px crop
+    fits = _one_region_image(slice(20, 30), slice(40, 50))  # surely fits a 32 px crop
+    pool = [*_squares_pool(16), fits]
     plain = TinyClipTraining(steps=4, batch_size=4, warmup_steps=0)
     cropped = replace(plain, crops=4, crop_size=32)
     a, _ = train_tiny_clip(config, pool, cropped)
