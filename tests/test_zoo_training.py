@@ -325,7 +325,7 @@ def test_object_crops_cut_pixels_targets_and_positions_from_one_place() -> None:
     images = np.stack([p.image for p in pool])
     rng = np.random.default_rng(0)
     which = np.zeros(20, dtype=np.int64)  # one image, cropped 20 times: both allowed rows come up
-    crops, regions, positions = _object_crops(images, token_region[which], offsets[which], which, 2, rng)
+    crops, regions, positions = _object_crops(images, token_region, which, offsets[which], 2, rng)
     assert crops.shape == (20, 32, 32, 3) and regions.shape == (20, 2, 2) and positions.shape == (20, 4)
     starts = set()
     for crop, region, where in zip(crops, regions, positions, strict=True):

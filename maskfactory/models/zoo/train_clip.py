@@ -117,12 +117,15 @@ def train_tiny_clip(
         truth[row, [index[c] for c in p.captions]] = 1.0
     grid = model.visual.grid_size[0]
     token_region, region_truth = _token_targets(pool, grid, index)
-    cut, uncut = divmod(training.crop_size * grid, images.shape[1])  # a crop's side in tokens
-    if training.crops and (uncut or not 0 < cut <= grid):
-        raise ValueError(f"crop_size {training.crop_size} is not a multiple of the patch within the image")
-    croppable, offsets = _crop_offsets(pool, grid, cut)
-    if training.crops and not len(croppable):
-        raise ValueError(f"no image's regions fit in a {training.crop_size} px crop")
+    if training.crops:  # which images can be cropped, and where: only needed when crops are on
+        cut, uncut = divmod(training.crop_size * grid, images.shape[1])  # a crop's side in tokens
+        if uncut or not 0 < cut <= grid:
+            raise ValueError(
+                f"crop_size {training.crop_size} is not a multiple of the patch within the image"
+            )
+        croppable, offsets = _crop_offsets(pool, grid, cut)
+        if not len(croppable):
+            raise ValueError(f"no image's regions fit in a {training.crop_size} px crop")
     blocks = default_surgery_blocks(model.visual)
     optim = torch.optim.AdamW(model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
 
@@ -149,9 +152,7 @@ def train_tiny_clip(
         if training.crops:
             pick = rng.integers(len(croppable), size=training.crops)
             which = croppable[pick]
-            xc, region_c, positions = _object_crops(
-                images, token_region[which], offsets[pick], which, cut, rng
-            )
+            xc, region_c, positions = _object_crops(images, token_region, which, offsets[pick], cut, rng)
             xc = normalize_images(xc, open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD)
             xc, region_c = _dihedral(xc, region_c, rng)
             feature_c, patches_c = two_stream_forward(model.visual, xc, blocks, positions)
@@ -232,13 +233,14 @@ def _crop_offsets(pool: Sequence[CaptionedImage], grid: int, cut: int) -> tuple[
 def _object_crops(
     images: np.ndarray,
     token_region: torch.Tensor,
-    spans: np.ndarray,
     which: np.ndarray,
+    spans: np.ndarray,
     cut: int,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
     """One crop of each image ``images[which]`` (C entries), at a random token offset within its
-    ``spans`` (C, 2, 2) from :func:`_crop_offsets`; ``token_region`` (C, g*g) are its token targets.
+    ``spans`` (C, 2, 2) from :func:`_crop_offsets`; ``token_region`` (N, g*g) as :func:`_token_targets`
+    gives it for the whole pool.
 
     Returns the crops (C, c, c, 3) uint8 with c = cut * patch px, their token targets (C, cut, cut),
     and each crop token's index in the full g x g grid (C, cut * cut), for the position embedding.
@@ -246,10 +248,10 @@ def _object_crops(
     grid = math.isqrt(token_region.shape[1])
     patch = images.shape[1] // grid
     pixels, regions, positions = [], [], []
-    for i, targets, (rows, cols) in zip(which, token_region, spans, strict=True):
+    for i, (rows, cols) in zip(which, spans, strict=True):
         r, c = int(rng.integers(rows[0], rows[1] + 1)), int(rng.integers(cols[0], cols[1] + 1))
         pixels.append(images[i, r * patch : (r + cut) * patch, c * patch : (c + cut) * patch])
-        regions.append(targets.reshape(grid, grid)[r : r + cut, c : c + cut])
+        regions.append(token_region[i].reshape(grid, grid)[r : r + cut, c : c + cut])
         positions.append((torch.arange(r, r + cut)[:, None] * grid + torch.arange(c, c + cut)).flatten())
     return np.stack(pixels), torch.stack(regions), torch.stack(positions)
 
