@@ -43,6 +43,12 @@ def main() -> None:
     parser.add_argument("--consistency", type=float, default=TinyClipTraining.consistency_weight)
     parser.add_argument("--region-weight", type=float, default=TinyClipTraining.region_weight)
     parser.add_argument("--crops", type=int, default=TinyClipTraining.crops, help="object crops per step")
+    parser.add_argument(
+        "--cropped-at-full-size",
+        type=float,
+        default=TinyClipTraining.cropped_at_full_size,
+        help="how often a cropped image is also drawn full size, against the others (0: never)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="training seed (the pool is always seed 0's)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (two arms side by side: 1)")
     parser.add_argument("--held", default="/tmp/clip-held", help="single-object scenes of a held-out seed")
@@ -64,6 +70,7 @@ def main() -> None:
         consistency_weight=args.consistency,
         region_weight=args.region_weight,
         crops=args.crops,
+        cropped_at_full_size=args.cropped_at_full_size,
         seed=args.seed,
         time_limit_s=None,
     )

@@ -28,6 +28,7 @@ from maskfactory.models.zoo.train_clip import (
     TinyClipTraining,
     _consistency_loss,
     _crop_offsets,
+    _full_image_odds,
     _object_crops,
     _token_targets,
     dihedral_views,
@@ -362,3 +363,29 @@ def test_crops_join_the_batch_reproducibly() -> None:
     assert _same_weights(a, b) and not _same_weights(a, c)
     with pytest.raises(ValueError, match="crop_size"):
         train_tiny_clip(config, pool, replace(plain, crops=4, crop_size=36))  # not whole 8 px patches
+
+
+def test_full_image_odds_lean_away_from_cropped_images() -> None:
+    """Weight 1 keeps the plain uniform draw; below it, cropped images are drawn that much less often."""
+    assert _full_image_odds(4, np.array([1, 3]), 1.0) is None
+    assert _full_image_odds(4, np.array([1, 3]), 0.5).tolist() == [1 / 3, 1 / 6, 1 / 3, 1 / 6]
+    assert _full_image_odds(3, np.array([0, 2]), 0.0).tolist() == [0.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="no full images"):
+        _full_image_odds(2, np.array([0, 1]), 0.0)
+
+
+def test_full_images_can_leave_cropped_images_to_crops() -> None:
+    """With ``cropped_at_full_size`` 0 the full images come from the others alone: a run differs from one
+    that draws every image, a seed still fixes it, and a pool crops cover entirely has none to draw."""
+    torch.set_num_threads(2)
+    config = _micro_clip_config(64)
+    fits = _one_region_image(slice(20, 30), slice(40, 50))  # the only image a 32 px crop can show
+    pool = [*_squares_pool(16), fits]
+    both = TinyClipTraining(steps=4, batch_size=4, warmup_steps=0, crops=4, crop_size=32)
+    apart = replace(both, cropped_at_full_size=0.0)
+    a, _ = train_tiny_clip(config, pool, apart)
+    b, _ = train_tiny_clip(config, pool, apart)
+    c, _ = train_tiny_clip(config, pool, both)
+    assert _same_weights(a, b) and not _same_weights(a, c)
+    with pytest.raises(ValueError, match="no full images"):
+        train_tiny_clip(config, [fits, fits], apart)

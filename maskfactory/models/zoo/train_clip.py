@@ -23,7 +23,8 @@ chose for a small world and a CPU budget.
    also shown cut to such a square around them, on the token grid, each token with the position
    embedding of the place it was cut from. No region is cut, so every caption still holds; a 128 px
    crop has a quarter of the tokens and costs about a fifth of a full 256 px image, so a step sees
-   more objects for its time. The model is still read at full size, and the batch keeps full images.
+   more objects for its time. The model is still read at full size, and the batch keeps full images;
+   ``cropped_at_full_size`` below 1 draws those from the other images more often.
 
 Like the tiny-sam recipe, this module takes a pool of samples and knows nothing about the world.
 """
@@ -79,6 +80,11 @@ class TinyClipTraining:
     # multiple of the patch size. In the world's pool only the single-object scenes fit in 128 px.
     crops: int = 0
     crop_size: int = 128
+    # How often an image that crops show is also drawn as one of the ``batch_size`` full images,
+    # relative to an image they do not show (1: as often; 0: never). Below 1, the full images lean to
+    # the scenes crops cannot cut (several objects, shadow, glass), whose token-level captions CLIP
+    # Surgery's text maps rest on. Ignored without crops.
+    cropped_at_full_size: float = 1.0
     seed: int = 0
     time_limit_s: float | None = 40 * 60  # a safety net; the summary records the steps that ran
     stop_after: int | None = None  # end after this many steps, time limit off; schedule unchanged
@@ -126,6 +132,10 @@ def train_tiny_clip(
         croppable, offsets = _crop_offsets(pool, grid, cut)
         if not len(croppable):
             raise ValueError(f"no image's regions fit in a {training.crop_size} px crop")
+    full_odds = None  # a uniform draw, the one the shipped recipe made
+    if training.crops:
+        full_odds = _full_image_odds(len(pool), croppable, training.cropped_at_full_size)
+    drawable = len(pool) if full_odds is None else np.count_nonzero(full_odds)
     blocks = default_surgery_blocks(model.visual)
     optim = torch.optim.AdamW(model.parameters(), lr=training.lr, weight_decay=training.weight_decay)
 
@@ -138,7 +148,7 @@ def train_tiny_clip(
         if out_of_budget(step, start, training.time_limit_s, training.stop_after):
             break
         steps_run = step + 1
-        picks = torch.as_tensor(rng.choice(len(pool), size=n, replace=len(pool) < n))
+        picks = torch.as_tensor(rng.choice(len(pool), size=n, replace=drawable < n, p=full_odds))
         x = normalize_images(
             images[picks.numpy()], open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
         )
@@ -228,6 +238,19 @@ def _crop_offsets(pool: Sequence[CaptionedImage], grid: int, cut: int) -> tuple[
             indices.append(i)
             offsets.append(spans)
     return np.array(indices, dtype=np.int64), np.array(offsets, dtype=np.int64).reshape(-1, 2, 2)
+
+
+def _full_image_odds(size: int, cropped: np.ndarray, weight: float) -> np.ndarray | None:
+    """Each of ``size`` images' chance (size,) to be drawn as a full image when the images ``cropped``
+    (pool indices) are drawn ``weight`` times as often as the others; None for weight 1, a uniform draw
+    (``rng.choice`` without odds, so the shipped recipe's draws stay what they were)."""
+    if weight == 1:
+        return None
+    odds = np.ones(size)
+    odds[cropped] = weight
+    if not odds.any():
+        raise ValueError("every image is cropped and cropped_at_full_size is 0: no full images to draw")
+    return odds / odds.sum()
 
 
 def _object_crops(
