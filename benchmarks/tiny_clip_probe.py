@@ -13,6 +13,8 @@ then run the arms side by side with one thread each:
     .venv/bin/python benchmarks/tiny_clip_probe.py --steps 800 --out /tmp/blocks800.pt  # the zoo's 3 blocks
     .venv/bin/python benchmarks/tiny_clip_probe.py --steps 800 --views 2 --consistency 1 --out /tmp/v2.pt
     .venv/bin/python benchmarks/tiny_clip_probe.py --steps 800 --batch-size 24 --crops 48 --out /tmp/crops.pt
+    .venv/bin/python benchmarks/tiny_clip_probe.py --steps 800 --batch-size 16 --crops 64 \
+        --cropped-at-full-size 0 --out /tmp/scenes.pt  # full images only from scenes crops cannot cut
 """
 
 from __future__ import annotations
