@@ -372,6 +372,8 @@ def test_full_image_odds_lean_away_from_cropped_images() -> None:
     assert _full_image_odds(3, np.array([0, 2]), 0.0).tolist() == [0.0, 1.0, 0.0]
     with pytest.raises(ValueError, match="no full images"):
         _full_image_odds(2, np.array([0, 1]), 0.0)
+    with pytest.raises(ValueError, match="negative"):
+        _full_image_odds(2, np.array([0]), -0.5)
 
 
 def test_full_images_can_leave_cropped_images_to_crops() -> None:

@@ -83,8 +83,9 @@ class TinyClipTraining:
     # How often an image that crops show is also drawn as one of the ``batch_size`` full images,
     # relative to an image they do not show (1: as often; 0: never). Below 1, the full images lean to
     # the scenes crops cannot cut (several objects, shadow, glass), whose token-level captions CLIP
-    # Surgery's text maps rest on. Ignored without crops. A full run at 0 (16 + 64) lifted the glass map
-    # but lost 0.16 held-out top-1: single-object images need some full-size draws (RESULTS.md).
+    # Surgery's text maps rest on. Ignored without crops. A full run at 0 (16 full + 64 crops) lifted
+    # the glass map but lost 0.16 held-out top-1: single-object images need some full-size draws
+    # (RESULTS.md).
     cropped_at_full_size: float = 1.0
     seed: int = 0
     time_limit_s: float | None = 40 * 60  # a safety net; the summary records the steps that ran
@@ -247,6 +248,8 @@ def _full_image_odds(size: int, cropped: np.ndarray, weight: float) -> np.ndarra
     (``rng.choice`` without odds, so the shipped recipe's draws stay what they were)."""
     if weight == 1:
         return None
+    if weight < 0:
+        raise ValueError(f"cropped_at_full_size {weight} is negative")
     odds = np.ones(size)
     odds[cropped] = weight
     if not odds.any():
