@@ -174,7 +174,9 @@ def test_clip_recipe_learns_colours() -> None:
 
     names = list(COLORS)
     pool = [CaptionedImage(plain(names[i % 3]), [f"a {names[i % 3]} image"]) for i in range(60)]
-    model, _ = train_tiny_clip(config, pool, TinyClipTraining(steps=60, batch_size=24, warmup_steps=5))
+    model, _ = train_tiny_clip(
+        config, pool, TinyClipTraining(steps=60, batch_size=24, warmup_steps=5, crops=0)
+    )
     labels = [i % 3 for i in range(30)]
     test = normalize_images(np.stack([plain(names[k]) for k in labels]), *image_normalization(config))
     accuracy = zero_shot_accuracy(model, tokenizer_for(config), test, labels, names, template="a {} image")
@@ -203,7 +205,7 @@ def test_stop_after_ends_a_run_without_shortening_its_schedule() -> None:
     torch.set_num_threads(2)
     config = _micro_clip_config(32)
     pool = _noise_pool()
-    full = TinyClipTraining(steps=6, batch_size=4, warmup_steps=0)
+    full = TinyClipTraining(steps=6, batch_size=4, warmup_steps=0, crops=0)
     stopped, summary = train_tiny_clip(config, pool, replace(full, stop_after=3))
     again, _ = train_tiny_clip(config, pool, replace(full, stop_after=3))
     short, _ = train_tiny_clip(config, pool, replace(full, steps=3))
@@ -234,7 +236,7 @@ def test_views_split_the_batch_and_the_consistency_term_trains() -> None:
     torch.set_num_threads(2)
     config = _micro_clip_config(32)
     pool = _noise_pool()
-    two = TinyClipTraining(steps=50, batch_size=4, warmup_steps=0, views=2)
+    two = TinyClipTraining(steps=50, batch_size=4, warmup_steps=0, views=2, crops=0)
     logged: list[dict[str, float]] = []
     plain, _ = train_tiny_clip(config, pool, two, log=logged.append)
     pulled, _ = train_tiny_clip(config, pool, replace(two, consistency_weight=1.0))
@@ -284,7 +286,9 @@ def test_clip_recipe_learns_where_each_colour_is() -> None:
     torch.set_num_threads(2)
     config = _micro_clip_config(64)
     pool = _squares_pool(80)
-    model, _ = train_tiny_clip(config, pool, TinyClipTraining(steps=80, batch_size=16, warmup_steps=5))
+    model, _ = train_tiny_clip(
+        config, pool, TinyClipTraining(steps=80, batch_size=16, warmup_steps=5, crops=0)
+    )
     surgery = ClipSurgery(LoadedClip(model, tokenizer_for(config), "test", 64, *image_normalization(config)))
     hits = []
     for image, masks, names in squares(10, seed=1):
@@ -355,7 +359,7 @@ def test_crops_join_the_batch_reproducibly() -> None:
     config = _micro_clip_config(64)
     fits = _one_region_image(slice(20, 30), slice(40, 50))  # surely fits a 32 px crop
     pool = [*_squares_pool(16), fits]
-    plain = TinyClipTraining(steps=4, batch_size=4, warmup_steps=0)
+    plain = TinyClipTraining(steps=4, batch_size=4, warmup_steps=0, crops=0)
     cropped = replace(plain, crops=4, crop_size=32)
     a, _ = train_tiny_clip(config, pool, cropped)
     b, _ = train_tiny_clip(config, pool, cropped)
@@ -383,7 +387,9 @@ def test_full_images_can_leave_cropped_images_to_crops() -> None:
     config = _micro_clip_config(64)
     fits = _one_region_image(slice(20, 30), slice(40, 50))  # the only image a 32 px crop can show
     pool = [*_squares_pool(16), fits]
-    both = TinyClipTraining(steps=4, batch_size=4, warmup_steps=0, crops=4, crop_size=32)
+    both = TinyClipTraining(
+        steps=4, batch_size=4, warmup_steps=0, crops=4, crop_size=32, cropped_at_full_size=1.0
+    )
     apart = replace(both, cropped_at_full_size=0.0)
     a, _ = train_tiny_clip(config, pool, apart)
     b, _ = train_tiny_clip(config, pool, apart)
