@@ -56,11 +56,11 @@ class TinyClipTraining:
     """Hyper-parameters of one tiny-clip training run."""
 
     # Sized for the zoo's budget (under 45 minutes on 2 cores, pool generation included), which the
-    # shipped recipe does not meet on every machine of this kind: with 16 full images and 64 crops a
-    # step took 2.5 s on the slow machine of 2026-12-04 (the shipped run: 2400 steps in 6084 s, run
-    # with ``stop_after`` so the time limit did not cut it). The recipe before it (batch 32, no crops)
-    # ran 2400 steps in 2371 s on a faster machine and 2.2-2.9 s a step on the slow one. A 1600-step
-    # schedule scored lower (0.73 against 0.83 held-out top-1, at lr 1e-3; one run each; RESULTS.md).
+    # shipped recipe does not meet on every machine of this kind: its run took 6084 s for 2400 steps
+    # on the slow machine of 2026-12-04 (with ``stop_after``, so the time limit did not cut it). On
+    # that machine a step of the recipe before it (batch 32, no crops) cost about as much; that recipe
+    # ran its 2400 steps in 2371 s on the faster machine of 2026-12-03. A 1600-step schedule scored
+    # lower (0.73 against 0.83 held-out top-1, at lr 1e-3; one run each; RESULTS.md).
     # The vocabulary loss needs no large batch for negatives, so small batches buy more steps.
     steps: int = 2400
     batch_size: int = 16
