@@ -10,7 +10,13 @@ the two arms side by side, then measure each with ``benchmarks/zoo_quality.py --
 
 ``--stem-blocks N`` adds N residual convolutions inside the stem (as tiny-clip's has since 2026-12-03).
 ``--lr``, ``--focal-weight`` and ``--warmup-steps`` change one hyper-parameter of the recipe, to probe
-it at equal steps the same way.
+it at equal steps the same way. ``--high-res`` adds SAM 2's high-resolution features to the decoder
+(``SamConfig.high_res_features``). ``--start CHECKPOINT`` goes on training a trained tiny-sam (for
+example the zoo's) instead of a fresh one, so that two arms can be compared after tiny-sam has left
+its first phase of predicting nothing, whose length varies from run to run:
+
+    .venv/bin/python benchmarks/tiny_sam_stem.py --start maskfactory/models/zoo/tiny-sam.pt \
+        --steps 300 --lr 2e-4 --warmup-steps 20 --high-res --out /tmp/hr300.pt
 
 This A/B is why the zoo's tiny-sam (``TINY_SAM``) has the stem since 2026-12-02: ``--stem 32,64``
 is its config, and ``--stem none`` is SAM's single patch projection, which it had before.
@@ -24,7 +30,7 @@ import json
 
 import torch
 
-from maskfactory.infra.checkpoints import save_checkpoint
+from maskfactory.infra.checkpoints import load_checkpoint, save_checkpoint
 from maskfactory.models.sam import TINY_SAM
 from maskfactory.models.zoo.common import half_precision
 from maskfactory.models.zoo.train_sam import TinySamTraining, TrainingSample, train_tiny_sam
@@ -43,12 +49,20 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=TinySamTraining.lr, help="peak AdamW learning rate")
     parser.add_argument("--focal-weight", type=float, default=TinySamTraining.focal_weight)
     parser.add_argument("--warmup-steps", type=int, default=TinySamTraining.warmup_steps)
+    parser.add_argument("--high-res", action="store_true", help="SAM 2's high-resolution features")
+    parser.add_argument("--start", default=None, help="a tiny-sam checkpoint to go on training")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (two arms side by side: 1)")
     parser.add_argument("--out", required=True, help="checkpoint path")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     stem = () if args.stem == "none" else tuple(int(c) for c in args.stem.split(","))
-    config = dataclasses.replace(TINY_SAM, conv_stem=stem, conv_stem_blocks=args.stem_blocks)
+    config = dataclasses.replace(
+        TINY_SAM, conv_stem=stem, conv_stem_blocks=args.stem_blocks, high_res_features=args.high_res
+    )
+    start = None
+    if args.start:
+        start = load_checkpoint(args.start).state_dict
+        start = {k: v.float() for k, v in start.items()}  # the zoo stores float16
     pool = [TrainingSample(s.image, s.objects) for s in training_samples(TINY_SAM_POOL, seed=0)]
     # No time limit: the arms are compared at equal steps, whatever the machine's load.
     training = TinySamTraining(
@@ -58,10 +72,13 @@ def main() -> None:
         warmup_steps=args.warmup_steps,
         time_limit_s=None,
     )
-    model, summary = train_tiny_sam(config, pool, training, log=lambda d: print(json.dumps(d), flush=True))
+    model, summary = train_tiny_sam(
+        config, pool, training, log=lambda d: print(json.dumps(d), flush=True), start=start
+    )
     half = half_precision(model)
     version = save_checkpoint(args.out, "sam", config.to_dict(), half, extra={"training": summary})
-    arm = {"stem": list(stem), "stem_blocks": args.stem_blocks, "lr": args.lr}
+    arm = {"stem": list(stem), "stem_blocks": args.stem_blocks, "high_res": args.high_res, "lr": args.lr}
+    arm["start"] = args.start
     print(json.dumps({"out": args.out, "version": version, **arm, **summary}))
 
 

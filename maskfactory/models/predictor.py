@@ -18,7 +18,7 @@ import torch
 from segment_anything.modeling import Sam
 from segment_anything.utils.amg import calculate_stability_score
 
-from maskfactory.models.sam import resize_longest_side
+from maskfactory.models.sam import HighRes, image_features, pick_high_res, resize_longest_side, uses_high_res
 
 
 @dataclass
@@ -28,6 +28,7 @@ class ImageEmbeddings:
     features: torch.Tensor  # (B, C, g, g) SAM image embeddings, g = image_size / patch_size
     input_sizes: list[tuple[int, int]]  # (h, w) of each image after resizing, before padding
     original_sizes: list[tuple[int, int]]  # (H, W) of each image as given
+    high_res: HighRes | None = None  # the stem's maps for a SAM with high_res_features (models/sam.py)
 
     def __len__(self) -> int:
         return self.features.shape[0]
@@ -93,11 +94,12 @@ class BatchedSamPredictor:
             torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16_encoder else nullcontext()
         )
         with autocast:
-            features = self.sam.image_encoder(torch.stack(inputs))
+            features, high_res = image_features(self.sam, torch.stack(inputs))
         return ImageEmbeddings(
             features=features.float(),
             input_sizes=list(input_sizes),
             original_sizes=[(im.shape[0], im.shape[1]) for im in images],
+            high_res=None if high_res is None else (high_res[0].float(), high_res[1].float()),
         )
 
     @torch.no_grad()
@@ -129,7 +131,8 @@ class BatchedSamPredictor:
             boxes = self._to_input_frame(corners, embeddings, idx).reshape(-1, 4)
         if mask_input is not None:
             mask_input = mask_input.to(self.device, torch.float32)
-        logits, iou = decode_masks(self.sam, embeddings.features[idx], points, boxes, mask_input)
+        high_res = pick_high_res(embeddings.high_res, idx)
+        logits, iou = decode_masks(self.sam, embeddings.features[idx], points, boxes, mask_input, high_res)
         keep = slice(1, None) if multimask_output else slice(0, 1)
         return Prediction(logits[:, keep], iou[:, keep], idx)
 
@@ -161,11 +164,14 @@ def decode_masks(
     points: tuple[torch.Tensor, torch.Tensor] | None = None,
     boxes: torch.Tensor | None = None,
     mask_input: torch.Tensor | None = None,
+    high_res: HighRes | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SAM's prompt encoder and mask decoder with one image embedding per prompt set (differentiable).
 
     features: (M, C, g, g) image embedding of each prompt set's image. points: ((M, P, 2) x/y in the
     encoder's input frame, (M, P) labels). boxes: (M, 4) in the input frame. mask_input: (M, 1, 4g, 4g).
+    high_res: the stem maps of each prompt set's image, required by (and only by) a SAM built with
+    ``high_res_features``; they are added in the two upscaling steps, as SAM 2's decoder does.
     Returns every mask token's logits (M, 1 + num_multimask_outputs, 4g, 4g) and IoU predictions
     (M, 1 + num_multimask_outputs); token 0 is the single-mask answer, the rest the multimask ones.
     """
@@ -181,7 +187,14 @@ def decode_masks(
     b, c, h, w = src.shape
     hs, src = dec.transformer(src, pos, tokens)
     iou_token, mask_tokens = hs[:, 0], hs[:, 1 : 1 + dec.num_mask_tokens]
-    upscaled = dec.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+    if (high_res is not None) != uses_high_res(sam):
+        raise ValueError("high_res features are needed by, and only by, a SAM built with high_res_features")
+    src = src.transpose(1, 2).reshape(b, c, h, w)
+    if high_res is None:
+        upscaled = dec.output_upscaling(src)
+    else:
+        up1, norm1, act1, up2, act2 = dec.output_upscaling
+        upscaled = act2(up2(act1(norm1(up1(src) + high_res[1]))) + high_res[0])
     hyper = torch.stack(
         [mlp(mask_tokens[:, i]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1
     )

@@ -44,6 +44,12 @@ class SamConfig:
     # projection; empty for the official models.
     conv_stem: tuple[int, ...] = ()
     conv_stem_blocks: int = 0  # residual 3x3 convs inside that stem (ConvStem's ``blocks``)
+    # SAM 2's high-resolution features (Ravi et al. 2024): the stem's stride-4 and stride-8 maps,
+    # projected by 1x1 convs, are added inside the decoder's two upscaling steps, so mask edges can
+    # follow detail finer than a token. Needs a conv stem of two or more hidden stages. Probed for
+    # tiny-sam and not adopted (benchmarks/RESULTS.md); AlignSAM's environment does not pass the maps
+    # yet, so its decoder calls refuse such a SAM.
+    high_res_features: bool = False
 
     @property
     def embedding_size(self) -> int:
@@ -140,7 +146,51 @@ def build_sam(config: SamConfig) -> Sam:
             config.conv_stem, config.encoder_embed_dim, config.patch_size, config.conv_stem_blocks
         )
         sam.image_encoder.patch_embed.proj = stem
+    if config.high_res_features:
+        if len(config.conv_stem) < 2:
+            raise ValueError("high_res_features needs a conv_stem with at least two hidden stages")
+        # On the decoder, as in SAM 2: the projections are trained with the mask loss. Their output
+        # channels are those of the two upscaling steps they are added to (C / 4, then C / 8).
+        c = config.prompt_embed_dim
+        sam.mask_decoder.conv_s1 = torch.nn.Conv2d(config.conv_stem[-1], c // 4, 1)  # stride 8
+        sam.mask_decoder.conv_s0 = torch.nn.Conv2d(config.conv_stem[-2], c // 8, 1)  # stride 4
+        # Our choice: zero at the start, so a fresh model decodes exactly as one without them and the
+        # maps come in as training finds them useful; and a trained plain SAM given them (the
+        # ``start`` of train_tiny_sam) goes on from the very masks it made.
+        for conv in (sam.mask_decoder.conv_s0, sam.mask_decoder.conv_s1):
+            torch.nn.init.zeros_(conv.weight)
+            torch.nn.init.zeros_(conv.bias)
     return sam.eval()
+
+
+HighRes = tuple[torch.Tensor, torch.Tensor]  # (B, C/8, 4g, 4g) stride-4 and (B, C/4, 2g, 2g) stride-8
+
+
+def pick_high_res(high_res: HighRes | None, index: torch.Tensor) -> HighRes | None:
+    """The maps of the images ``index`` picks (one per prompt set, say); None stays None."""
+    return None if high_res is None else (high_res[0][index], high_res[1][index])
+
+
+def uses_high_res(sam: Sam) -> bool:
+    """Whether ``sam`` was built with ``high_res_features`` (its decoder needs them)."""
+    return hasattr(sam.mask_decoder, "conv_s0")
+
+
+def image_features(sam: Sam, x: torch.Tensor) -> tuple[torch.Tensor, HighRes | None]:
+    """(B, 3, S, S) preprocessed images -> the image embedding (B, C, g, g) and, for a SAM with
+    ``high_res_features``, the projected stem maps its decoder adds (else None)."""
+    enc = sam.image_encoder
+    if not uses_high_res(sam):
+        return enc(x), None
+    # ImageEncoderViT.forward, step by step, to keep the stem's finer stages on the way.
+    stages = enc.patch_embed.proj.stages(x)
+    tokens = stages[-1].permute(0, 2, 3, 1)  # (B, g, g, D), as PatchEmbed returns
+    if enc.pos_embed is not None:
+        tokens = tokens + enc.pos_embed
+    for block in enc.blocks:
+        tokens = block(tokens)
+    dec = sam.mask_decoder
+    return enc.neck(tokens.permute(0, 3, 1, 2)), (dec.conv_s0(stages[-3]), dec.conv_s1(stages[-2]))
 
 
 def load_sam(

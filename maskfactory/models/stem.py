@@ -58,3 +58,15 @@ class ConvStem(nn.Sequential):
                 layers += [ResidualConv(c_in) for _ in range(blocks)]
             layers += [nn.GroupNorm(8, c_in), nn.GELU(), nn.Conv2d(c_in, c_out, 3, 2, 1, bias=c_out == width)]
         super().__init__(*layers)
+
+    def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, S, S) -> the output of every strided conv, finest first: with k hidden entries,
+        k + 1 maps of strides patch / 2^k, ..., patch / 2, patch and channels ``*hidden, width``. The
+        last is what ``forward`` returns; the finer ones are the high-resolution features a SAM
+        decoder may add while upscaling (``SamConfig.high_res_features``)."""
+        out = []
+        for layer in self:
+            x = layer(x)
+            if isinstance(layer, nn.Conv2d):  # the strided convs; residual blocks keep the stride
+                out.append(x)
+        return out

@@ -40,7 +40,7 @@ from torchvision.ops import sigmoid_focal_loss
 
 from maskfactory.models.losses import soft_dice
 from maskfactory.models.predictor import decode_masks
-from maskfactory.models.sam import SamConfig, build_sam
+from maskfactory.models.sam import SamConfig, build_sam, image_features, pick_high_res
 from maskfactory.models.zoo.common import mean_of, out_of_budget, warmup_cosine
 from maskfactory.simulators.clicker import next_click
 
@@ -82,12 +82,22 @@ def train_tiny_sam(
     pool: Sequence[TrainingSample],
     training: TinySamTraining,
     log: Callable[[dict[str, float]], None] | None = None,
+    start: dict[str, torch.Tensor] | None = None,
 ) -> tuple[Sam, dict[str, float]]:
-    """Train a fresh SAM of ``config`` on ``pool``; returns the model (eval mode) and a summary."""
+    """Train a SAM of ``config`` on ``pool``; returns the model (eval mode) and a summary.
+
+    ``start``: a state dict to go on training from (fine-tuning) instead of fresh weights. It may lack
+    the high-resolution projections of a ``high_res_features`` config; those then start at zero, so the
+    model starts out decoding exactly as the one it came from.
+    """
     torch.manual_seed(training.seed)
     rng = np.random.default_rng(training.seed)
     gen = torch.Generator().manual_seed(training.seed)
     sam = build_sam(config).train()
+    if start is not None:
+        missing, unexpected = sam.load_state_dict(start, strict=False)
+        if unexpected or any(not k.startswith("mask_decoder.conv_s") for k in missing):
+            raise ValueError(f"start weights do not fit {config}: missing {missing}, unexpected {unexpected}")
     size = config.image_size
     for s in pool:
         if s.image.shape[:2] != (size, size):
@@ -152,7 +162,8 @@ def _step_loss(
     gen: torch.Generator,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of one training step: first prompt, then corrective clicks; mean over iterations."""
-    features = sam.image_encoder(x)[image_index]  # (M, C, g, g): one encoder pass per image
+    features, high_res = image_features(sam, x)  # one encoder pass per image
+    features, high_res = features[image_index], pick_high_res(high_res, image_index)  # per mask
     m, size = gt.shape[0], gt.shape[-1]
     use_box = torch.rand(m, generator=gen) < 0.5
     boxes = _noisy_boxes(gt, training, gen)
@@ -185,6 +196,7 @@ def _step_loss(
                 points=(coords[sel], labels[sel]),
                 boxes=boxes[sel] if group_is_box else None,
                 mask_input=None if previous is None else previous[sel],
+                high_res=pick_high_res(high_res, sel),
             )
             # First point prompt: SAM's three masks, min loss; every other prompt: the single mask.
             keep = slice(1, None) if (first and not group_is_box) else slice(0, 1)

@@ -1,0 +1,78 @@
+"""Where tiny-sam's NoC@85 is lost: click sessions grouped by the object's area.
+
+    .venv/bin/python benchmarks/tiny_sam_failures.py [--tasks semantic saliency shadow] [--n 10]
+
+For every instance mask of ``--n`` held-out natural images per task (dataset seed 1, as
+``benchmarks/zoo_quality.py``) it runs the RITM click session with at most 20 clicks and reports, per
+area bin: instances, the best IoU any click reached, NoC@85, the instances that never reached 0.85,
+and the IoU of the best yes/no answer on the decoder's 64x64 grid (the object's 4x4-cell means
+thresholded at one half, upsampled bilinearly as SAM upsamples its logits). That is not a hard ceiling
+(SAM's logits can put an edge inside a cell), but it shows what an error of a 4 px cell costs an
+object of that size.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from maskfactory.models.interactive import SamClickSegmenter
+from maskfactory.models.predictor import BatchedSamPredictor
+from maskfactory.models.registry import load_sam_model
+from maskfactory.models.sam import load_sam
+from maskfactory.simulators import datasets
+from maskfactory.simulators.clicker import evaluate_noc
+from maskfactory.simulators.datasets import write_dataset
+from maskfactory.simulators.world import TASKS
+
+AREA_BINS = [(0, 500), (500, 2000), (2000, 8000), (8000, 256 * 256 + 1)]  # px at 256 x 256
+
+
+def grid_bound(mask: np.ndarray, cell: int = 4) -> float:
+    """IoU with ``mask`` (H, W) bool of its best answer on a grid of ``cell`` px cells."""
+    t = torch.from_numpy(mask.astype(np.float32))[None, None]
+    low = (F.avg_pool2d(t, cell) > 0.5).float()
+    up = F.interpolate(low, mask.shape, mode="bilinear", align_corners=False)[0, 0].numpy() > 0.5
+    return float((up & mask).sum() / max(1, (up | mask).sum()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tasks", nargs="+", default=["semantic", "saliency", "shadow"], choices=TASKS)
+    parser.add_argument("--n", type=int, default=10, help="images per task")
+    parser.add_argument("--out", default="/tmp/zoo-eval10", help="where the held-out datasets are (or go)")
+    parser.add_argument("--sam", default=None, help="tiny-sam checkpoint (default: the shipped one)")
+    args = parser.parse_args()
+    sam = load_sam(args.sam)[0] if args.sam else load_sam_model("tiny-sam", None, None)[0]
+    segmenter = SamClickSegmenter(BatchedSamPredictor(sam))
+
+    print("| task | area (px) | instances | best IoU | NoC@85 | never 0.85 | 64x64 bound |")
+    print("|---|---|---|---|---|---|---|")
+    for task in args.tasks:
+        data = Path(args.out) / f"natural-{task}"
+        if not (data / "manifest.parquet").exists():
+            write_dataset(str(data), task, "natural", n=args.n, seed=1)
+        rows = []  # (area, best IoU, NoC@85, grid bound)
+        for item in datasets.iter_items(str(data), None, args.n):
+            for mask in item.instances:
+                r = evaluate_noc(segmenter, item.image, mask, max_clicks=20)
+                rows.append((mask.sum(), max(r.ious), r.noc[0.85], grid_bound(mask)))
+        a = np.array(rows, dtype=float)
+        for lo, hi in AREA_BINS:
+            s = (a[:, 0] >= lo) & (a[:, 0] < hi)
+            if s.any():
+                print(
+                    f"| {task} | {lo}-{hi if hi < 256 * 256 else ''} | {s.sum()} | {a[s, 1].mean():.3f} | "
+                    f"{a[s, 2].mean():.2f} | {(a[s, 1] < 0.85).sum()} | {a[s, 3].mean():.3f} |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
