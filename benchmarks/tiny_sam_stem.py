@@ -75,10 +75,10 @@ def main() -> None:
     model, summary = train_tiny_sam(
         config, pool, training, log=lambda d: print(json.dumps(d), flush=True), start=start
     )
+    summary["start"] = args.start  # the header says what the steps went on from (None: fresh)
     half = half_precision(model)
     version = save_checkpoint(args.out, "sam", config.to_dict(), half, extra={"training": summary})
     arm = {"stem": list(stem), "stem_blocks": args.stem_blocks, "high_res": args.high_res, "lr": args.lr}
-    arm["start"] = args.start
     print(json.dumps({"out": args.out, "version": version, **arm, **summary}))
 
 
