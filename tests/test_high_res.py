@@ -11,6 +11,7 @@ import torch
 from micro_models import MICRO_SAM
 
 from maskfactory.infra.checkpoints import save_checkpoint
+from maskfactory.models.alignsam.environment import PromptingEnvironment, Prompts
 from maskfactory.models.predictor import BatchedSamPredictor, decode_masks
 from maskfactory.models.sam import SamConfig, build_sam, image_features, load_sam, uses_high_res
 from maskfactory.models.stem import ConvStem
@@ -69,6 +70,13 @@ def test_a_fresh_model_decodes_exactly_as_one_without_the_maps() -> None:
     a, b = BatchedSamPredictor(high_res), BatchedSamPredictor(plain)
     ours, theirs = a.decode(a.encode([image]), [0], *points), b.decode(b.encode([image]), [0], *points)
     assert torch.allclose(ours.low_res_logits, theirs.low_res_logits, atol=1e-5)
+
+
+def test_alignsam_refuses_a_sam_with_the_maps_it_does_not_carry() -> None:
+    env = PromptingEnvironment(build_sam(HIGH_RES), grid=4, frame=(64, 64))
+    features = torch.rand(1, HIGH_RES.prompt_embed_dim, 4, 4)
+    with pytest.raises(ValueError, match="high_res"):
+        env.answer(features, Prompts(torch.tensor([[[20.0, 30.0]]]), torch.tensor([[1.0]])))
 
 
 def test_high_res_needs_two_stem_stages_and_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
