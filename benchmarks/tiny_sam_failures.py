@@ -32,8 +32,8 @@ from maskfactory.simulators.world import TASKS
 AREA_BINS = [(0, 500), (500, 2000), (2000, 8000), (8000, 256 * 256 + 1)]  # px at 256 x 256
 
 
-def grid_bound(mask: np.ndarray, cell: int = 4) -> float:
-    """IoU with ``mask`` (H, W) bool of its best answer on a grid of ``cell`` px cells."""
+def grid_answer_iou(mask: np.ndarray, cell: int = 4) -> float:
+    """IoU with ``mask`` (H, W) bool of its best yes/no answer on a grid of ``cell`` px cells."""
     t = torch.from_numpy(mask.astype(np.float32))[None, None]
     low = (F.avg_pool2d(t, cell) > 0.5).float()
     up = F.interpolate(low, mask.shape, mode="bilinear", align_corners=False)[0, 0].numpy() > 0.5
@@ -52,17 +52,17 @@ def main() -> None:
     sam = load_sam(args.sam)[0] if args.sam else load_sam_model("tiny-sam", None, None)[0]
     segmenter = SamClickSegmenter(BatchedSamPredictor(sam))
 
-    print("| task | area (px) | instances | best IoU | NoC@85 | never 0.85 | 64x64 bound |")
+    print("| task | area (px) | instances | best IoU in 20 clicks | NoC@85 | never 0.85 | 64x64 answer |")
     print("|---|---|---|---|---|---|---|")
     for task in args.tasks:
         data = Path(args.out) / f"natural-{task}"
         if not (data / "manifest.parquet").exists():
             write_dataset(str(data), task, "natural", n=args.n, seed=1)
-        rows = []  # (area, best IoU, NoC@85, grid bound)
+        rows = []  # (area, best IoU, NoC@85, 64x64 answer IoU)
         for item in datasets.iter_items(str(data), None, args.n):
             for mask in item.instances:
                 r = evaluate_noc(segmenter, item.image, mask, max_clicks=20)
-                rows.append((mask.sum(), max(r.ious), r.noc[0.85], grid_bound(mask)))
+                rows.append((mask.sum(), max(r.ious), r.noc[0.85], grid_answer_iou(mask)))
         a = np.array(rows, dtype=float)
         for lo, hi in AREA_BINS:
             s = (a[:, 0] >= lo) & (a[:, 0] < hi)

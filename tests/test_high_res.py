@@ -97,6 +97,7 @@ def test_high_res_needs_two_stem_stages_and_round_trips_through_a_checkpoint(tmp
 
 
 def micro_pool() -> list[TrainingSample]:
+    """Four 64 px noise images with the same two rectangles as instances."""
     rng = np.random.default_rng(0)
     pool = []
     for _ in range(4):
@@ -117,7 +118,8 @@ def test_training_goes_on_from_a_plain_model_that_gains_the_maps() -> None:
     plain_config = dataclasses.replace(HIGH_RES, high_res_features=False)
     plain = build_sam(plain_config)
     start = plain.state_dict()
-    # No step run: the model is the plain one with zero projections, and it decodes as that one does.
+    # No step run: the model is the plain weights plus zero projections (which decode as the plain
+    # model does: test_a_fresh_model_decodes_exactly_as_one_without_the_maps).
     recipe = TinySamTraining(steps=3, images_per_step=2, stop_after=0)
     grown, summary = train_tiny_sam(HIGH_RES, micro_pool(), recipe, start=start)
     assert summary["steps_run"] == 0
