@@ -22,12 +22,11 @@ import torch.nn.functional as F
 
 from maskfactory.models.interactive import SamClickSegmenter
 from maskfactory.models.predictor import BatchedSamPredictor
-from maskfactory.models.registry import load_sam_model
-from maskfactory.models.sam import load_sam
 from maskfactory.simulators import datasets
 from maskfactory.simulators.clicker import evaluate_noc
 from maskfactory.simulators.datasets import write_dataset
 from maskfactory.simulators.world import TASKS
+from maskfactory.tasks.zoo import tiny_sam_or_candidate
 
 AREA_BINS = [(0, 500), (500, 2000), (2000, 8000), (8000, 256 * 256 + 1)]  # px at 256 x 256
 
@@ -49,7 +48,7 @@ def main() -> None:
     parser.add_argument("--out", default="/tmp/zoo-eval10", help="where the held-out datasets are (or go)")
     parser.add_argument("--sam", default=None, help="tiny-sam checkpoint (default: the shipped one)")
     args = parser.parse_args()
-    sam = load_sam(args.sam)[0] if args.sam else load_sam_model("tiny-sam", None, None)[0]
+    sam, _ = tiny_sam_or_candidate(args.sam)
     segmenter = SamClickSegmenter(BatchedSamPredictor(sam))
 
     print("| task | area (px) | instances | best IoU in 20 clicks | NoC@85 | never 0.85 | 64x64 answer |")

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from segment_anything.modeling import Sam
 
 from maskfactory.infra.checkpoints import save_checkpoint
 from maskfactory.infra.settings import Settings, get_settings
@@ -157,6 +158,15 @@ def train_zoo_model(
     return out, version, summary
 
 
+def tiny_sam_or_candidate(checkpoint: str | None, settings: Settings | None = None) -> tuple[Sam, str]:
+    """The zoo's tiny-sam (``checkpoint`` None), or a maskfactory SAM checkpoint built from its own
+    header, so a candidate of another width or stem (a recipe under study) loads too; (model, version)."""
+    if checkpoint is None:
+        return load_sam_model("tiny-sam", None, settings)
+    s = settings or get_settings()
+    return load_sam(checkpoint, None, s, device=s.torch_device())
+
+
 def evaluate_tiny_sam(
     data: str,
     checkpoint: str | None = None,
@@ -167,15 +177,10 @@ def evaluate_tiny_sam(
 ) -> dict[str, Any]:
     """One-click mIoU, NoC@85 and NoC@90 over every instance mask of a world dataset (per task too).
 
-    ``checkpoint``: a maskfactory SAM checkpoint to measure instead of the zoo's tiny-sam. It is built
-    from its own header, so a candidate of another width or stem (a recipe under study) can be
-    measured before it replaces the zoo's.
+    ``checkpoint``: a maskfactory SAM checkpoint to measure instead of the zoo's tiny-sam
+    (:func:`tiny_sam_or_candidate`), before it replaces the zoo's.
     """
-    if checkpoint is None:
-        sam, version = load_sam_model("tiny-sam", None, settings)
-    else:
-        s = settings or get_settings()
-        sam, version = load_sam(checkpoint, None, s, device=s.torch_device())
+    sam, version = tiny_sam_or_candidate(checkpoint, settings)
     segmenter = SamClickSegmenter(BatchedSamPredictor(sam))
     by_task: dict[str, list] = defaultdict(list)
     for item in datasets.iter_items(data, settings, limit):
