@@ -9,6 +9,10 @@ and the IoU of the best yes/no answer on the decoder's 64x64 grid (the object's 
 thresholded at one half, upsampled bilinearly as SAM upsamples its logits). That is not a hard ceiling
 (SAM's logits can put an edge inside a cell), but it shows what an error of a 4 px cell costs an
 object of that size.
+
+The last two columns are about the first click alone, which asks SAM for three masks: the mean IoU of
+the one its IoU head rates best (what every session and mIoU@1 use) and of the best of the three (an
+oracle no user has). Their difference is what the IoU head's choice costs.
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from maskfactory.models.interactive import SamClickSegmenter
-from maskfactory.models.predictor import BatchedSamPredictor
+from maskfactory.models.predictor import BatchedSamPredictor, ImageEmbeddings
 from maskfactory.simulators import datasets
-from maskfactory.simulators.clicker import evaluate_noc
+from maskfactory.simulators.clicker import evaluate_noc, next_click
 from maskfactory.simulators.datasets import write_dataset
 from maskfactory.simulators.world import TASKS
 from maskfactory.tasks.zoo import tiny_sam_or_candidate
@@ -39,6 +43,17 @@ def grid_answer_iou(mask: np.ndarray, cell: int = 4) -> float:
     return float((up & mask).sum() / max(1, (up | mask).sum()))
 
 
+def first_click_ious(
+    predictor: BatchedSamPredictor, embeddings: ImageEmbeddings, mask: np.ndarray
+) -> np.ndarray:
+    """IoU with ``mask`` (H, W) bool of each of SAM's three masks for the clicker's first click: (3,)."""
+    click = next_click(np.zeros_like(mask), mask)
+    coords, labels = torch.tensor([[[float(click.x), float(click.y)]]]), torch.tensor([[1.0]])
+    pred = predictor.decode(embeddings, [0], coords, labels, multimask_output=True)
+    masks = (predictor.upscale(pred, embeddings)[0] > predictor.sam.mask_threshold).numpy()
+    return (masks & mask).sum((1, 2)) / np.maximum(1, (masks | mask).sum((1, 2)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -49,26 +64,36 @@ def main() -> None:
     parser.add_argument("--sam", default=None, help="tiny-sam checkpoint (default: the shipped one)")
     args = parser.parse_args()
     sam, _ = tiny_sam_or_candidate(args.sam)
-    segmenter = SamClickSegmenter(BatchedSamPredictor(sam))
+    predictor = BatchedSamPredictor(sam)
+    segmenter = SamClickSegmenter(predictor)
 
-    print("| task | area (px) | instances | best IoU in 20 clicks | NoC@85 | never 0.85 | 64x64 answer |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| task | area (px) | instances | best IoU in 20 clicks | NoC@85 | never 0.85 | 64x64 answer "
+        "| IoU@1 rated best | IoU@1 best of 3 |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for task in args.tasks:
         data = Path(args.out) / f"natural-{task}"
         if not (data / "manifest.parquet").exists():
             write_dataset(str(data), task, "natural", n=args.n, seed=1)
-        rows = []  # (area, best IoU, NoC@85, 64x64 answer IoU)
+        rows = []  # (area, best IoU, NoC@85, 64x64 answer IoU, IoU@1 rated best, IoU@1 best of 3)
         for item in datasets.iter_items(str(data), None, args.n):
+            embeddings = predictor.encode([item.image])
             for mask in item.instances:
                 r = evaluate_noc(segmenter, item.image, mask, max_clicks=20)
-                rows.append((mask.sum(), max(r.ious), r.noc[0.85], grid_answer_iou(mask)))
+                first = first_click_ious(predictor, embeddings, mask)
+                rows.append(
+                    (mask.sum(), max(r.ious), r.noc[0.85], grid_answer_iou(mask), r.ious[0], first.max())
+                )
         a = np.array(rows, dtype=float)
-        for lo, hi in AREA_BINS:
+        for lo, hi in [*AREA_BINS, (0, 256 * 256 + 1)]:
             s = (a[:, 0] >= lo) & (a[:, 0] < hi)
+            area = "all" if (lo, hi) not in AREA_BINS else f"{lo}-{hi if hi < 256 * 256 else ''}"
             if s.any():
                 print(
-                    f"| {task} | {lo}-{hi if hi < 256 * 256 else ''} | {s.sum()} | {a[s, 1].mean():.3f} | "
-                    f"{a[s, 2].mean():.2f} | {(a[s, 1] < 0.85).sum()} | {a[s, 3].mean():.3f} |",
+                    f"| {task} | {area} | {s.sum()} | {a[s, 1].mean():.3f} | "
+                    f"{a[s, 2].mean():.2f} | {(a[s, 1] < 0.85).sum()} | {a[s, 3].mean():.3f} | "
+                    f"{a[s, 4].mean():.3f} | {a[s, 5].mean():.3f} |",
                     flush=True,
                 )
 

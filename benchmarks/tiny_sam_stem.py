@@ -9,11 +9,12 @@ the two arms side by side, then measure each with ``benchmarks/zoo_quality.py --
     .venv/bin/python benchmarks/zoo_quality.py --n 10 --skip-clip --domains natural --sam /tmp/stem900.pt
 
 ``--stem-blocks N`` adds N residual convolutions inside the stem (as tiny-clip's has since 2026-12-03).
-``--lr``, ``--focal-weight`` and ``--warmup-steps`` change one hyper-parameter of the recipe, to probe
-it at equal steps the same way. ``--high-res`` adds SAM 2's high-resolution features to the decoder
-(``SamConfig.high_res_features``). ``--start CHECKPOINT`` goes on training a trained tiny-sam (for
-example the zoo's) instead of a fresh one, so that two arms can be compared after tiny-sam has left
-its first phase of predicting nothing, whose length varies from run to run:
+``--lr``, ``--focal-weight``, ``--warmup-steps``, ``--loss-points`` and ``--full-res-iou`` change one
+hyper-parameter of the recipe, to probe it at equal steps the same way. ``--high-res`` adds SAM 2's
+high-resolution features to the decoder (``SamConfig.high_res_features``). ``--start CHECKPOINT``
+goes on training a trained tiny-sam (for example the zoo's) instead of a fresh one, so that two arms
+can be compared after tiny-sam has left its first phase of predicting nothing, whose length varies
+from run to run:
 
     .venv/bin/python benchmarks/tiny_sam_stem.py --start maskfactory/models/zoo/tiny-sam.pt \
         --steps 300 --lr 2e-4 --warmup-steps 20 --high-res --out /tmp/hr300.pt
@@ -49,6 +50,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=TinySamTraining.lr, help="peak AdamW learning rate")
     parser.add_argument("--focal-weight", type=float, default=TinySamTraining.focal_weight)
     parser.add_argument("--warmup-steps", type=int, default=TinySamTraining.warmup_steps)
+    parser.add_argument(
+        "--loss-points", type=int, default=None, help="mask loss at N sampled full-resolution pixels"
+    )
+    parser.add_argument(
+        "--full-res-iou", action="store_true", help="IoU head's target at the input size, not the grid"
+    )
     parser.add_argument("--high-res", action="store_true", help="SAM 2's high-resolution features")
     parser.add_argument("--start", default=None, help="a tiny-sam checkpoint to go on training")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (two arms side by side: 1)")
@@ -70,6 +77,8 @@ def main() -> None:
         lr=args.lr,
         focal_weight=args.focal_weight,
         warmup_steps=args.warmup_steps,
+        loss_points=args.loss_points,
+        full_res_iou=args.full_res_iou,
         time_limit_s=None,
     )
     model, summary = train_tiny_sam(

@@ -35,7 +35,14 @@ from maskfactory.models.zoo.train_clip import (
     train_tiny_clip,
     zero_shot_accuracy,
 )
-from maskfactory.models.zoo.train_sam import TinySamTraining, TrainingSample, _next_points, train_tiny_sam
+from maskfactory.models.zoo.train_sam import (
+    TinySamTraining,
+    TrainingSample,
+    _logits_at,
+    _next_points,
+    _point_loss,
+    train_tiny_sam,
+)
 from maskfactory.simulators.clicker import Click
 
 COLORS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (40, 60, 230)}
@@ -100,6 +107,44 @@ def test_sam_recipe_learns_and_is_reproducible() -> None:
         torch.equal(a, b)
         for a, b in zip(again.state_dict().values(), twice.state_dict().values(), strict=True)
     )
+
+
+def test_recipe_options_off_the_shipped_path_train_reproducibly() -> None:
+    """The point loss and the full-resolution IoU target (probes, benchmarks/RESULTS.md): a short run
+    changes the weights, and the same seed gives the same weights."""
+    pool = [TrainingSample(im, ms) for im, ms, _ in squares(16, seed=0)]
+    training = TinySamTraining(
+        steps=5,
+        images_per_step=4,
+        instances_per_image=2,
+        correction_iters=1,
+        loss_points=256,
+        full_res_iou=True,
+    )
+    torch.manual_seed(0)
+    fresh = build_sam(MICRO_SAM).state_dict()
+    again, twice = (train_tiny_sam(MICRO_SAM, pool, training)[0].state_dict() for _ in range(2))
+    assert all(torch.equal(again[k], twice[k]) for k in again)
+    assert not all(torch.equal(again[k], fresh[k]) for k in fresh)
+
+
+def test_point_loss_reads_the_logits_sam_upsamples_at_full_resolution() -> None:
+    """The loss reads SAM's bilinear upsampling at full-resolution pixels; an edge one cell off costs."""
+    gen = torch.Generator().manual_seed(0)
+    low = torch.randn(3, 1, 16, 16, generator=gen) * 4
+    up = torch.nn.functional.interpolate(low, (64, 64), mode="bilinear", align_corners=False)
+    pixels = torch.randint(64 * 64, (3, 200), generator=gen)
+    assert torch.allclose(_logits_at(low, pixels, 64), up.reshape(3, -1).gather(1, pixels), atol=1e-5)
+
+    # A square object 22 px across whose edge falls inside 4 px cells: the grid sees fractions there.
+    gt = torch.zeros(1, 64, 64)
+    gt[0, 21:43, 21:43] = 1.0
+    right = torch.where(gt[:, None] > 0, 8.0, -8.0)  # logits whose upsampled edge is the object's
+    right = torch.nn.functional.avg_pool2d(right, 4)  # on the decoder's 16x16 grid
+    shifted = right.roll(1, dims=-1)  # the same mask one cell (4 px) to the right
+    training = TinySamTraining(loss_points=256)
+    loss = _point_loss(torch.cat([right, shifted], dim=1), gt, training, gen)
+    assert loss.shape == (1, 2) and loss[0, 0] < 0.5 * loss[0, 1], loss
 
 
 def upsampled(logits_low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

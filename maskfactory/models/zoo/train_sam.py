@@ -13,9 +13,10 @@ Where a point comes from is our choice. SAM draws every point uniformly from its
 half of them and put the other half where RITM's clicker (and so every NoC evaluation) clicks: at the
 point deepest inside the error, found on the decoder's 64x64 grid so that it costs little. Uniform
 points teach the model to use any click, deepest points the clicks it will get when measured.
-3. Mask loss = 20 x focal + 1 x dice against the instance (on the low-res grid, see _step_loss); for
-   the ambiguous first point prompt SAM predicts three masks and back-propagates only the lowest-loss
-   one. The IoU head regresses the actual IoU of each predicted mask with an MSE loss.
+3. Mask loss = 20 x focal + 1 x dice against the instance (on the low-res grid, see _step_loss, or
+   at sampled full-resolution pixels with ``loss_points``, see _point_loss); for the ambiguous first
+   point prompt SAM predicts three masks and back-propagates only the lowest-loss one. The IoU head
+   regresses the actual IoU of each predicted mask with an MSE loss.
 
 The data come in as a pool of samples (the CLI fills it from the synthetic world), so this module
 knows nothing about where images come from. Scale choices (steps, batch, learning rate, corrections)
@@ -64,6 +65,15 @@ class TinySamTraining:
     focal_weight: float = 20.0
     dice_weight: float = 1.0
     iou_weight: float = 1.0
+    # Where the mask loss is measured. None: on the decoder's 64x64 grid against each cell's foreground
+    # fraction (the shipped run 4). N: at N full-resolution pixels per mask, the logits upsampled
+    # bilinearly as SAM does at inference, mostly where the prediction is least sure; see _point_loss.
+    loss_points: int | None = None
+    point_oversample: int = 3  # candidates drawn per kept pixel; Mask2Former's values, as are the next
+    point_importance: float = 0.75  # share of the kept pixels that are the least certain candidates
+    # The IoU head's target: each mask's IoU on the decoder's grid (False, run 4) or of its logits
+    # upsampled to the input size (True), which is the mask the first click is judged on.
+    full_res_iou: bool = False
     seed: int = 0
     # A safety net so `zoo train` stays within its 45-minute budget on a busy 2-core machine; the summary
     # records how many steps actually ran.
@@ -202,11 +212,18 @@ def _step_loss(
             keep = slice(1, None) if (first and not group_is_box) else slice(0, 1)
             low, iou_pred = all_logits[:, keep], iou_pred[:, keep]
             target = gt_low[sel, None].expand_as(low)
-            per_mask = training.focal_weight * _focal(low, target)
-            per_mask = per_mask + training.dice_weight * soft_dice(low, target)
+            if training.loss_points is None:
+                per_mask = training.focal_weight * _focal(low, target)
+                per_mask = per_mask + training.dice_weight * soft_dice(low, target)
+            else:
+                per_mask = _point_loss(low, gt[sel], training, gen)
             rows, best = torch.arange(len(sel)), per_mask.argmin(dim=1)
             mask_loss = mask_loss + per_mask[rows, best].sum()
-            actual_iou = _iou(low.detach() > 0, target > 0.5)
+            if training.full_res_iou:
+                up = F.interpolate(low.detach(), (size, size), mode="bilinear", align_corners=False)
+                actual_iou = _iou(up > 0, gt[sel, None] > 0.5)
+            else:
+                actual_iou = _iou(low.detach() > 0, target > 0.5)
             iou_loss = iou_loss + F.mse_loss(iou_pred, actual_iou, reduction="sum") / iou_pred.shape[1]
             kept[sel] = low[rows, best, None].detach()
         previous = kept
@@ -283,6 +300,46 @@ def _noisy_boxes(gt: torch.Tensor, training: TinySamTraining, gen: torch.Generat
     noise = torch.randn(m, 4, generator=gen) * training.box_noise * side
     noise = noise.clamp(-training.box_noise_max_px, training.box_noise_max_px)
     return (box + noise).clamp(min=0).minimum(torch.tensor([w - 1, h - 1, w - 1, h - 1]).float())
+
+
+def _point_loss(
+    low: torch.Tensor, gt: torch.Tensor, training: TinySamTraining, gen: torch.Generator
+) -> torch.Tensor:
+    """Focal + dice loss at sampled full-resolution pixels: low (M, K, s, s) logits, gt (M, S, S) -> (M, K).
+
+    The grid loss teaches each 4x4-pixel cell its foreground fraction, and the pixels are never seen;
+    an object of 500 px covers about 30 cells, most of them on its edge. Here the loss is on
+    the pixels themselves, with the logits upsampled as SAM does at inference (bilinear, half-pixel
+    centres), so the edge the clicker and the IoU see is the one trained. Measuring all S x S pixels
+    would cost 16x the grid's loss; like PointRend and Mask2Former (Kirillov et al. 2020; Cheng et al.
+    2022) we take ``loss_points`` pixels per mask instead: of ``point_oversample`` times as many
+    uniform candidates, the ``point_importance`` share whose logit is nearest zero, then uniform ones.
+    """
+    m, k, s, _ = low.shape
+    size = gt.shape[-1]
+    logits = low.reshape(m * k, 1, s, s)
+    n_points, n_unsure = training.loss_points, round(training.loss_points * training.point_importance)
+    with torch.no_grad():
+        candidates = torch.randint(size * size, (m * k, n_points * training.point_oversample), generator=gen)
+        unsure = -_logits_at(logits, candidates, size).abs()
+        picked = candidates.gather(1, unsure.topk(n_unsure, dim=1).indices)
+    uniform = torch.randint(size * size, (m * k, n_points - n_unsure), generator=gen)
+    pixels = torch.cat([picked, uniform], dim=1)  # (M*K, P) flat pixel indices
+    at = _logits_at(logits, pixels, size).reshape(m, k, 1, -1)
+    target = gt.reshape(m, 1, -1).expand(m, k, -1).gather(2, pixels.reshape(m, k, -1)).unsqueeze(2)
+    return training.focal_weight * _focal(at, target) + training.dice_weight * soft_dice(at, target)
+
+
+def _logits_at(logits: torch.Tensor, pixels: torch.Tensor, size: int) -> torch.Tensor:
+    """Low-res logits (N, 1, s, s) upsampled to size x size and read at flat pixel indices (N, P) -> (N, P).
+
+    Equal to F.interpolate(bilinear, align_corners=False) read at those pixels, without upsampling
+    the whole mask.
+    """
+    xy = torch.stack([pixels % size, pixels // size], dim=-1).float()
+    grid = (xy + 0.5) / size * 2 - 1  # pixel centres in grid_sample's [-1, 1] coordinates
+    out = F.grid_sample(logits, grid[:, None], mode="bilinear", padding_mode="border", align_corners=False)
+    return out[:, 0, 0]
 
 
 def _focal(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
