@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from maskfactory.models.interactive import SamClickSegmenter
+from maskfactory.models.metrics import mask_iou
 from maskfactory.models.predictor import BatchedSamPredictor, ImageEmbeddings
 from maskfactory.simulators import datasets
 from maskfactory.simulators.clicker import evaluate_noc, next_click
@@ -40,7 +41,7 @@ def grid_answer_iou(mask: np.ndarray, cell: int = 4) -> float:
     t = torch.from_numpy(mask.astype(np.float32))[None, None]
     low = (F.avg_pool2d(t, cell) > 0.5).float()
     up = F.interpolate(low, mask.shape, mode="bilinear", align_corners=False)[0, 0].numpy() > 0.5
-    return float((up & mask).sum() / max(1, (up | mask).sum()))
+    return mask_iou(up, mask)
 
 
 def first_click_ious(
@@ -51,7 +52,7 @@ def first_click_ious(
     coords, labels = torch.tensor([[[float(click.x), float(click.y)]]]), torch.tensor([[1.0]])
     pred = predictor.decode(embeddings, [0], coords, labels, multimask_output=True)
     masks = (predictor.upscale(pred, embeddings)[0] > predictor.sam.mask_threshold).numpy()
-    return (masks & mask).sum((1, 2)) / np.maximum(1, (masks | mask).sum((1, 2)))
+    return np.array([mask_iou(m, mask) for m in masks])
 
 
 def main() -> None:
