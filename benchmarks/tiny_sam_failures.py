@@ -10,9 +10,13 @@ thresholded at one half, upsampled bilinearly as SAM upsamples its logits). That
 (SAM's logits can put an edge inside a cell), but it shows what an error of a 4 px cell costs an
 object of that size.
 
-The last two columns are about the first click alone, which asks SAM for three masks: the mean IoU of
-the one its IoU head rates best (what every session and mIoU@1 use) and of the best of the three (an
-oracle no user has). Their difference is what the IoU head's choice costs.
+The last three columns are about the first click alone, which asks SAM for three masks: the mean IoU of
+the one its IoU head rates best (what every session and mIoU@1 use), of the best of the three (an
+oracle no user has), and of each of the three multimask outputs in turn. The difference of the first two
+is what the IoU head's choice costs; the last shows which outputs the model uses at all.
+
+``--pool`` scores the first ``--n`` images per task of the zoo's own training pool instead (seed 0, as
+``maskfactory zoo train tiny-sam`` draws them): how well the model fits what it was trained on.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from maskfactory.simulators import datasets
 from maskfactory.simulators.clicker import evaluate_noc, next_click
 from maskfactory.simulators.datasets import write_dataset
 from maskfactory.simulators.world import TASKS
-from maskfactory.tasks.zoo import tiny_sam_or_candidate
+from maskfactory.tasks.zoo import tiny_sam_or_candidate, training_samples
 
 AREA_BINS = [(0, 500), (500, 2000), (2000, 8000), (8000, 256 * 256 + 1)]  # px at 256 x 256
 
@@ -63,29 +67,38 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10, help="images per task")
     parser.add_argument("--out", default="/tmp/zoo-eval10", help="where the held-out datasets are (or go)")
     parser.add_argument("--sam", default=None, help="tiny-sam checkpoint (default: the shipped one)")
+    parser.add_argument(
+        "--pool", action="store_true", help="score the zoo's training images instead: how well it fits them"
+    )
     args = parser.parse_args()
+    # The zoo's pool cycles through the five tasks, so its first 5n samples hold n of each.
+    pool = list(training_samples(5 * args.n, seed=0)) if args.pool else []
     sam, _ = tiny_sam_or_candidate(args.sam)
     predictor = BatchedSamPredictor(sam)
     segmenter = SamClickSegmenter(predictor)
 
     print(
         "| task | area (px) | instances | best IoU in 20 clicks | NoC@85 | never 0.85 | 64x64 answer "
-        "| IoU@1 rated best | IoU@1 best of 3 |"
+        "| IoU@1 rated best | IoU@1 best of 3 | IoU@1 of mask 1 / 2 / 3 |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for task in args.tasks:
         data = Path(args.out) / f"natural-{task}"
-        if not (data / "manifest.parquet").exists():
-            write_dataset(str(data), task, "natural", n=args.n, seed=1)
-        rows = []  # (area, best IoU, NoC@85, 64x64 answer IoU, IoU@1 rated best, IoU@1 best of 3)
-        for item in datasets.iter_items(str(data), None, args.n):
-            embeddings = predictor.encode([item.image])
-            for mask in item.instances:
-                r = evaluate_noc(segmenter, item.image, mask, max_clicks=20)
+        if pool:
+            images = [(s.image, s.objects) for s in pool[TASKS.index(task) :: len(TASKS)]]
+        else:
+            if not (data / "manifest.parquet").exists():
+                write_dataset(str(data), task, "natural", n=args.n, seed=1)
+            images = [(item.image, item.instances) for item in datasets.iter_items(str(data), None, args.n)]
+        # (area, best IoU, NoC@85, 64x64 answer IoU, IoU@1 rated best, IoU@1 best of 3, masks 1-3)
+        rows = []
+        for image, instances in images:
+            embeddings = predictor.encode([image])
+            for mask in instances:
+                r = evaluate_noc(segmenter, image, mask, max_clicks=20)
                 first = first_click_ious(predictor, embeddings, mask)
-                rows.append(
-                    (mask.sum(), max(r.ious), r.noc[0.85], grid_answer_iou(mask), r.ious[0], first.max())
-                )
+                head = (mask.sum(), max(r.ious), r.noc[0.85], grid_answer_iou(mask), r.ious[0], first.max())
+                rows.append((*head, *first))
         a = np.array(rows, dtype=float)
         for lo, hi in [*AREA_BINS, (0, 256 * 256 + 1)]:
             s = (a[:, 0] >= lo) & (a[:, 0] < hi)
@@ -94,7 +107,8 @@ def main() -> None:
                 print(
                     f"| {task} | {area} | {s.sum()} | {a[s, 1].mean():.3f} | "
                     f"{a[s, 2].mean():.2f} | {(a[s, 1] < 0.85).sum()} | {a[s, 3].mean():.3f} | "
-                    f"{a[s, 4].mean():.3f} | {a[s, 5].mean():.3f} |",
+                    f"{a[s, 4].mean():.3f} | {a[s, 5].mean():.3f} | "
+                    f"{' / '.join(f'{v:.3f}' for v in a[s, 6:].mean(axis=0))} |",
                     flush=True,
                 )
 

@@ -19,6 +19,10 @@ from run to run:
     .venv/bin/python benchmarks/tiny_sam_stem.py --start maskfactory/models/zoo/tiny-sam.pt \
         --steps 300 --lr 2e-4 --warmup-steps 20 --high-res --out /tmp/hr300.pt
 
+``--seed`` draws other batches and prompts, for a leg that goes on from a checkpoint this script made
+with the default seed (the same seed would replay that leg's batches).
+``--train-only mask_decoder.iou_prediction_head`` refits the IoU head alone, the rest held fixed.
+
 This A/B is why the zoo's tiny-sam (``TINY_SAM``) has the stem since 2026-12-02: ``--stem 32,64``
 is its config, and ``--stem none`` is SAM's single patch projection, which it had before.
 """
@@ -56,8 +60,14 @@ def main() -> None:
     parser.add_argument(
         "--full-res-iou", action="store_true", help="IoU head's target at the input size, not the grid"
     )
+    parser.add_argument(
+        "--train-only", default=None, help="train only parameters under this name prefix (with --start)"
+    )
     parser.add_argument("--high-res", action="store_true", help="SAM 2's high-resolution features")
     parser.add_argument("--start", default=None, help="a tiny-sam checkpoint to go on training")
+    parser.add_argument(
+        "--seed", type=int, default=TinySamTraining.seed, help="batches and prompts (a second leg: another)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (two arms side by side: 1)")
     parser.add_argument("--out", required=True, help="checkpoint path")
     args = parser.parse_args()
@@ -79,6 +89,8 @@ def main() -> None:
         warmup_steps=args.warmup_steps,
         loss_points=args.loss_points,
         full_res_iou=args.full_res_iou,
+        train_only=args.train_only,
+        seed=args.seed,
         time_limit_s=None,
     )
     model, summary = train_tiny_sam(

@@ -128,6 +128,22 @@ def test_recipe_options_off_the_shipped_path_train_reproducibly() -> None:
     assert not all(torch.equal(again[k], fresh[k]) for k in fresh)
 
 
+def test_train_only_refits_the_iou_head_and_holds_the_rest() -> None:
+    """``train_only`` moves the named parameters alone; a prefix that names none is an error."""
+    pool = [TrainingSample(im, ms) for im, ms, _ in squares(16, seed=0)]
+    torch.manual_seed(0)
+    start = build_sam(MICRO_SAM).state_dict()
+    head = "mask_decoder.iou_prediction_head"
+    training = TinySamTraining(
+        steps=3, images_per_step=4, instances_per_image=2, correction_iters=1, train_only=head
+    )
+    after = train_tiny_sam(MICRO_SAM, pool, training, start=start)[0].state_dict()
+    moved = {k for k in start if not torch.equal(after[k], start[k])}
+    assert moved and all(k.startswith(head) for k in moved), moved
+    with pytest.raises(ValueError, match="no parameter"):
+        train_tiny_sam(MICRO_SAM, pool, replace(training, train_only="decoder"), start=start)
+
+
 def test_point_loss_reads_the_logits_sam_upsamples_at_full_resolution() -> None:
     """The loss reads SAM's bilinear upsampling at full-resolution pixels; an edge one cell off costs."""
     gen = torch.Generator().manual_seed(0)

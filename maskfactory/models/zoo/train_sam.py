@@ -74,6 +74,9 @@ class TinySamTraining:
     # The IoU head's target: each mask's IoU on the decoder's grid (False, run 4) or of its logits
     # upsampled to the input size (True), which is the mask the first click is judged on.
     full_res_iou: bool = False
+    # Train only the parameters whose names start with this prefix (None: all), e.g.
+    # "mask_decoder.iou_prediction_head" to refit the IoU head of a trained model with the rest fixed.
+    train_only: str | None = None
     seed: int = 0
     # A safety net so `zoo train` stays within its 45-minute budget on a busy 2-core machine; the summary
     # records how many steps actually ran.
@@ -108,6 +111,11 @@ def train_tiny_sam(
         missing, unexpected = sam.load_state_dict(start, strict=False)
         if unexpected or any(not k.startswith("mask_decoder.conv_s") for k in missing):
             raise ValueError(f"start weights do not fit {config}: missing {missing}, unexpected {unexpected}")
+    if training.train_only is not None:
+        for name, p in sam.named_parameters():
+            p.requires_grad_(name.startswith(training.train_only))
+        if not any(p.requires_grad for p in sam.parameters()):
+            raise ValueError(f"no parameter of {config} starts with {training.train_only!r}")
     size = config.image_size
     for s in pool:
         if s.image.shape[:2] != (size, size):
