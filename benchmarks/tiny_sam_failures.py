@@ -83,10 +83,10 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for task in args.tasks:
-        data = Path(args.out) / f"natural-{task}"
         if pool:
             images = [(s.image, s.objects) for s in pool[TASKS.index(task) :: len(TASKS)]]
         else:
+            data = Path(args.out) / f"natural-{task}"
             if not (data / "manifest.parquet").exists():
                 write_dataset(str(data), task, "natural", n=args.n, seed=1)
             images = [(item.image, item.instances) for item in datasets.iter_items(str(data), None, args.n)]
