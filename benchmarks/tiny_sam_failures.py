@@ -97,8 +97,8 @@ def main() -> None:
             for mask in instances:
                 r = evaluate_noc(segmenter, image, mask, max_clicks=20)
                 first = first_click_ious(predictor, embeddings, mask)
-                head = (mask.sum(), max(r.ious), r.noc[0.85], grid_answer_iou(mask), r.ious[0], first.max())
-                rows.append((*head, *first))
+                session = (mask.sum(), max(r.ious), r.noc[0.85], grid_answer_iou(mask), r.ious[0])
+                rows.append((*session, first.max(), *first))
         a = np.array(rows, dtype=float)
         for lo, hi in [*AREA_BINS, (0, 256 * 256 + 1)]:
             s = (a[:, 0] >= lo) & (a[:, 0] < hi)
