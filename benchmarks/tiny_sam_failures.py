@@ -5,9 +5,9 @@
 For every instance mask of ``--n`` held-out natural images per task (dataset seed 1, as
 ``benchmarks/zoo_quality.py``) it runs the RITM click session with at most 20 clicks and reports, per
 area bin: instances, the best IoU any click reached, NoC@85, the instances that never reached 0.85,
-and the IoU of the best yes/no answer on the decoder's 64x64 grid (the object's 4x4-cell means
-thresholded at one half, upsampled bilinearly as SAM upsamples its logits). That is not a hard ceiling
-(SAM's logits can put an edge inside a cell), but it shows what an error of a 4 px cell costs an
+and the IoU of the best yes/no answer on the decoder's grid (64x64 for tiny-sam: the object's 4x4-cell
+means thresholded at one half, upsampled bilinearly as SAM upsamples its logits). That is not a hard
+ceiling (SAM's logits can put an edge inside a cell), but it shows what an error of one cell costs an
 object of that size.
 
 The last three columns are about the first click alone, which asks SAM for three masks: the mean IoU of
@@ -76,9 +76,11 @@ def main() -> None:
     sam, _ = tiny_sam_or_candidate(args.sam)
     predictor = BatchedSamPredictor(sam)
     segmenter = SamClickSegmenter(predictor)
+    low = 4 * sam.prompt_encoder.image_embedding_size[0]  # side of the decoder's masks
+    cell = sam.image_encoder.img_size // low
 
     print(
-        "| task | area (px) | instances | best IoU in 20 clicks | NoC@85 | never 0.85 | 64x64 answer "
+        f"| task | area (px) | instances | best IoU in 20 clicks | NoC@85 | never 0.85 | {low}x{low} answer "
         "| IoU@1 rated best | IoU@1 best of 3 | IoU@1 of mask 1 / 2 / 3 |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -90,14 +92,14 @@ def main() -> None:
             if not (data / "manifest.parquet").exists():
                 write_dataset(str(data), task, "natural", n=args.n, seed=1)
             images = [(item.image, item.instances) for item in datasets.iter_items(str(data), None, args.n)]
-        # (area, best IoU, NoC@85, 64x64 answer IoU, IoU@1 rated best, IoU@1 best of 3, masks 1-3)
+        # (area, best IoU, NoC@85, grid answer IoU, IoU@1 rated best, IoU@1 best of 3, masks 1-3)
         rows = []
         for image, instances in images:
             embeddings = predictor.encode([image])
             for mask in instances:
                 r = evaluate_noc(segmenter, image, mask, max_clicks=20)
                 first = first_click_ious(predictor, embeddings, mask)
-                session = (mask.sum(), max(r.ious), r.noc[0.85], grid_answer_iou(mask), r.ious[0])
+                session = (mask.sum(), max(r.ious), r.noc[0.85], grid_answer_iou(mask, cell), r.ious[0])
                 rows.append((*session, first.max(), *first))
         a = np.array(rows, dtype=float)
         for lo, hi in [*AREA_BINS, (0, 256 * 256 + 1)]:

@@ -19,6 +19,13 @@ from run to run:
     .venv/bin/python benchmarks/tiny_sam_stem.py --start maskfactory/models/zoo/tiny-sam.pt \
         --steps 300 --lr 2e-4 --warmup-steps 20 --high-res --out /tmp/hr300.pt
 
+``--finer-grid`` halves the patches (8 px at 256 px: 32 x 32 tokens, 128 x 128 masks) with
+``models/sam.py``'s ``finer_grid``, and converts the ``--start`` weights with ``finer_grid_weights``, so
+the capacity a finer grid adds can be probed as a fine-tune of the zoo's model:
+
+    .venv/bin/python benchmarks/tiny_sam_stem.py --start maskfactory/models/zoo/tiny-sam.pt --finer-grid \
+        --steps 300 --lr 2e-4 --warmup-steps 20 --threads 2 --out /tmp/fine300.pt
+
 ``--seed`` draws other batches and prompts, for a leg that goes on from a checkpoint this script made
 with the default seed (the same seed would replay that leg's batches).
 ``--train-only mask_decoder.iou_prediction_head`` refits the IoU head alone, the rest held fixed.
@@ -36,7 +43,7 @@ import json
 import torch
 
 from maskfactory.infra.checkpoints import load_checkpoint, save_checkpoint
-from maskfactory.models.sam import TINY_SAM
+from maskfactory.models.sam import TINY_SAM, finer_grid, finer_grid_weights
 from maskfactory.models.zoo.common import half_precision
 from maskfactory.models.zoo.train_sam import TinySamTraining, TrainingSample, train_tiny_sam
 from maskfactory.tasks.zoo import TINY_SAM_POOL, training_samples
@@ -64,6 +71,9 @@ def main() -> None:
         "--train-only", default=None, help="train only parameters under this name prefix (with --start)"
     )
     parser.add_argument("--high-res", action="store_true", help="SAM 2's high-resolution features")
+    parser.add_argument(
+        "--finer-grid", action="store_true", help="8 px patches (finer_grid); --start is converted"
+    )
     parser.add_argument("--start", default=None, help="a tiny-sam checkpoint to go on training")
     parser.add_argument(
         "--seed", type=int, default=TinySamTraining.seed, help="batches and prompts (a second leg: another)"
@@ -76,10 +86,15 @@ def main() -> None:
     config = dataclasses.replace(
         TINY_SAM, conv_stem=stem, conv_stem_blocks=args.stem_blocks, high_res_features=args.high_res
     )
+    coarse = config
+    if args.finer_grid:
+        config = finer_grid(config)
     start = None
     if args.start:
         start = load_checkpoint(args.start).state_dict
         start = {k: v.float() for k, v in start.items()}  # the zoo stores float16
+        if args.finer_grid:
+            start = finer_grid_weights(start, coarse, config)
     pool = [TrainingSample(s.image, s.objects) for s in training_samples(TINY_SAM_POOL, seed=0)]
     # No time limit: the arms are compared at equal steps, whatever the machine's load.
     training = TinySamTraining(
@@ -100,6 +115,7 @@ def main() -> None:
     half = half_precision(model)
     version = save_checkpoint(args.out, "sam", config.to_dict(), half, extra={"training": summary})
     arm = {"stem": list(stem), "stem_blocks": args.stem_blocks, "high_res": args.high_res, "lr": args.lr}
+    arm["patch_size"] = config.patch_size
     print(json.dumps({"out": args.out, "version": version, **arm, **summary}))
 
 

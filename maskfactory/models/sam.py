@@ -9,7 +9,7 @@ state dicts with the official key names (official ``.pth`` files load with ``str
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -44,6 +44,9 @@ class SamConfig:
     # projection; empty for the official models.
     conv_stem: tuple[int, ...] = ()
     conv_stem_blocks: int = 0  # residual 3x3 convs inside that stem (ConvStem's ``blocks``)
+    # px of the stem's first (patchify) conv; 0: patch_size / 2^len(conv_stem), every later conv at
+    # stride 2. Set by :func:`finer_grid`, whose stems end with a stride-1 conv.
+    conv_stem_patchify: int = 0
     # SAM 2's high-resolution features (Ravi et al. 2024): the stem's stride-4 and stride-8 maps,
     # projected by 1x1 convs, are added inside the decoder's two upscaling steps, so mask edges can
     # follow detail finer than a token. Needs a conv stem of two or more hidden stages. Probed for
@@ -82,8 +85,9 @@ VIT_L = SamConfig(
 )
 VIT_B = SamConfig()
 # tiny-sam: our choice, sized so it trains on the synthetic world on a 2-core CPU and ships in a few MB.
-# 256 px with 16 px patches gives a 16x16 embedding grid (low-res masks 64x64). Window 8 tiles that grid
-# in 2x2 windows; two of the four blocks attend globally, as in the official models' ratio.
+# 256 px with 16 px patches gives a 16x16 embedding grid (low-res masks 64x64); 8 px patches
+# (finer_grid) fit small objects better but cost five times as much per step (RESULTS.md). Window 8
+# tiles the grid in 2x2 windows; two of the four blocks attend globally, as in the official models' ratio.
 TINY_SAM = SamConfig(
     image_size=256,
     encoder_embed_dim=128,
@@ -143,12 +147,17 @@ def build_sam(config: SamConfig) -> Sam:
     )
     if config.conv_stem:
         stem = ConvStem(
-            config.conv_stem, config.encoder_embed_dim, config.patch_size, config.conv_stem_blocks
+            config.conv_stem,
+            config.encoder_embed_dim,
+            config.patch_size,
+            config.conv_stem_blocks,
+            config.conv_stem_patchify or None,
         )
         sam.image_encoder.patch_embed.proj = stem
     if config.high_res_features:
-        if len(config.conv_stem) < 2:
-            raise ValueError("high_res_features needs a conv_stem with at least two hidden stages")
+        if len(config.conv_stem) < 2 or config.conv_stem_patchify:
+            # The decoder adds the maps at strides 4 and 8 of 16 px tokens: a stem of stride-2 convs.
+            raise ValueError("high_res_features needs a conv_stem of two hidden stages or more, at stride 2")
         # On the decoder, as in SAM 2: the projections are trained with the mask loss. Their output
         # channels are those of the two upscaling steps they are added to (C / 4, then C / 8).
         c = config.prompt_embed_dim
@@ -161,6 +170,55 @@ def build_sam(config: SamConfig) -> Sam:
             torch.nn.init.zeros_(conv.weight)
             torch.nn.init.zeros_(conv.bias)
     return sam.eval()
+
+
+def finer_grid(config: SamConfig) -> SamConfig:
+    """``config`` with patches half as large: twice the tokens per side (4x the tokens) at the same
+    image size, so the decoder's masks come out at twice the resolution (128x128 for tiny-sam).
+
+    Windows keep their size in pixels (twice the tokens per side), and a conv stem keeps its patchify
+    conv, its last conv running at stride 1 (:class:`~maskfactory.models.stem.ConvStem`), so that the
+    weights of a trained model of ``config`` fit it (:func:`finer_grid_weights`).
+    """
+    if not config.conv_stem or config.conv_stem_patchify:
+        raise ValueError("finer_grid needs a conv stem whose convs all have stride 2")
+    return replace(
+        config,
+        patch_size=config.patch_size // 2,
+        encoder_window_size=2 * config.encoder_window_size,
+        conv_stem_patchify=config.patch_size // 2 ** len(config.conv_stem),
+    )
+
+
+def finer_grid_weights(
+    state: dict[str, torch.Tensor], coarse: SamConfig, fine: SamConfig
+) -> dict[str, torch.Tensor]:
+    """A state dict of a ``coarse`` SAM, turned into one for ``fine = finer_grid(coarse)``.
+
+    Only the position tables depend on the token grid. The absolute position embedding (1, g, g, D) is
+    resampled bilinearly to (1, 2g, 2g, D), token centres to token centres. Each block's relative
+    position tables (2L - 1, head_dim) are read at half the token distance (one fine token is half a
+    coarse one), linearly between entries and held at the ends. Every other tensor is kept as it is.
+    """
+    if fine != finer_grid(coarse):
+        raise ValueError("finer_grid_weights converts weights of a config to those of finer_grid(config)")
+    ratio = fine.patch_size / coarse.patch_size  # fine tokens per coarse token's distance: 1/2
+    out = dict(state)
+    pos = state["image_encoder.pos_embed"].permute(0, 3, 1, 2)
+    out["image_encoder.pos_embed"] = F.interpolate(
+        pos, size=fine.embedding_size, mode="bilinear", align_corners=False
+    ).permute(0, 2, 3, 1)
+    for i in range(fine.encoder_depth):
+        side = fine.embedding_size if i in fine.encoder_global_attn_indexes else fine.encoder_window_size
+        for axis in ("h", "w"):
+            key = f"image_encoder.blocks.{i}.attn.rel_pos_{axis}"
+            table = state[key]  # (2L - 1, head_dim); row r is the distance r - (L - 1) tokens
+            distance = torch.arange(2 * side - 1) - (side - 1)  # fine tokens
+            at = (distance * ratio + (table.shape[0] - 1) / 2).clamp(0, table.shape[0] - 1)
+            lo = at.floor().long().clamp(max=table.shape[0] - 2)
+            w = (at - lo)[:, None]
+            out[key] = (1 - w) * table[lo] + w * table[lo + 1]
+    return out
 
 
 HighRes = tuple[torch.Tensor, torch.Tensor]  # (B, C/8, 4g, 4g) stride-4 and (B, C/4, 2g, 2g) stride-8

@@ -43,30 +43,40 @@ class ConvStem(nn.Sequential):
     is followed by GroupNorm and GELU. ``blocks`` residual 3x3 convolutions (:class:`ResidualConv`) run
     at the last hidden stage, before the final stride-2 conv (for tiny-clip at 256 px: on a 32 x 32 x 64
     map), so that each token sees more of its object's outline than three small convolutions show it.
+
+    ``patchify`` sets the first conv's size in px (default: patch / 2^k, so every later conv has stride
+    2). A larger one keeps stride 2 for the first convs after it and gives the last ones stride 1. That
+    is how a trained stem is rebuilt for patches half as large (:func:`maskfactory.models.sam.finer_grid`):
+    its last conv, at stride 1, computes the same features at twice the density, and its output at even
+    rows and columns is the old stem's output.
     """
 
-    def __init__(self, hidden: Sequence[int], width: int, patch_size: int, blocks: int = 0) -> None:
-        first = patch_size // 2 ** len(hidden)
-        if not hidden or first < 2 or first * 2 ** len(hidden) != patch_size:
+    def __init__(
+        self, hidden: Sequence[int], width: int, patch_size: int, blocks: int = 0, patchify: int | None = None
+    ) -> None:
+        first = patchify or patch_size // 2 ** len(hidden)
+        halvings = (patch_size // first).bit_length() - 1  # stride-2 convs after the patchify conv
+        if not hidden or first < 2 or not 0 <= halvings <= len(hidden) or first * 2**halvings != patch_size:
             raise ValueError(
-                f"{len(hidden)} stride-2 convs after a patchify conv cannot make {patch_size} px patches"
+                f"{len(hidden)} convs after a {first} px patchify conv cannot make {patch_size} px patches"
             )
         layers: list[nn.Module] = [nn.Conv2d(3, hidden[0], first, first, bias=False)]
         pairs = list(itertools.pairwise([*hidden, width]))
         for i, (c_in, c_out) in enumerate(pairs):
             if i == len(pairs) - 1:
                 layers += [ResidualConv(c_in) for _ in range(blocks)]
-            layers += [nn.GroupNorm(8, c_in), nn.GELU(), nn.Conv2d(c_in, c_out, 3, 2, 1, bias=c_out == width)]
+            conv = nn.Conv2d(c_in, c_out, 3, 2 if i < halvings else 1, 1, bias=c_out == width)
+            layers += [nn.GroupNorm(8, c_in), nn.GELU(), conv]
         super().__init__(*layers)
 
     def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """(B, 3, S, S) -> the output of every strided conv, finest first: with k hidden entries,
-        k + 1 maps of strides patch / 2^k, ..., patch / 2, patch and channels ``*hidden, width``. The
-        last is what ``forward`` returns; the finer ones are the high-resolution features a SAM
-        decoder may add while upscaling (``SamConfig.high_res_features``)."""
+        """(B, 3, S, S) -> the output of every conv but the residual ones, finest first: with k hidden
+        entries and the default ``patchify``, k + 1 maps of strides patch / 2^k, ..., patch / 2, patch
+        and channels ``*hidden, width``. The last is what ``forward`` returns; the finer ones are the
+        high-resolution features a SAM decoder may add while upscaling (``SamConfig.high_res_features``)."""
         out = []
         for layer in self:
             x = layer(x)
-            if isinstance(layer, nn.Conv2d):  # the strided convs; residual blocks keep the stride
+            if isinstance(layer, nn.Conv2d):  # the patchify conv and the 3x3s; not the residual blocks'
                 out.append(x)
         return out
