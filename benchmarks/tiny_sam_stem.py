@@ -20,8 +20,9 @@ from run to run:
         --steps 300 --lr 2e-4 --warmup-steps 20 --high-res --out /tmp/hr300.pt
 
 ``--finer-grid`` halves the patches (8 px at 256 px: 32 x 32 tokens, 128 x 128 masks) with
-``models/sam.py``'s ``finer_grid``, and converts the ``--start`` weights with ``finer_grid_weights``, so
-the capacity a finer grid adds can be probed as a fine-tune of the zoo's model:
+``models/sam.py``'s ``finer_grid``, and converts ``--start`` weights of 16 px patches with
+``finer_grid_weights`` (a checkpoint that already has 8 px patches goes on as it is), so the capacity a
+finer grid adds can be probed as a fine-tune of the zoo's model:
 
     .venv/bin/python benchmarks/tiny_sam_stem.py --start maskfactory/models/zoo/tiny-sam.pt --finer-grid \
         --steps 300 --lr 2e-4 --warmup-steps 20 --threads 2 --out /tmp/fine300.pt
@@ -43,7 +44,7 @@ import json
 import torch
 
 from maskfactory.infra.checkpoints import load_checkpoint, save_checkpoint
-from maskfactory.models.sam import TINY_SAM, finer_grid, finer_grid_weights
+from maskfactory.models.sam import TINY_SAM, SamConfig, finer_grid, finer_grid_weights
 from maskfactory.models.zoo.common import half_precision
 from maskfactory.models.zoo.train_sam import TinySamTraining, TrainingSample, train_tiny_sam
 from maskfactory.tasks.zoo import TINY_SAM_POOL, training_samples
@@ -91,10 +92,10 @@ def main() -> None:
         config = finer_grid(config)
     start = None
     if args.start:
-        start = load_checkpoint(args.start).state_dict
-        start = {k: v.float() for k, v in start.items()}  # the zoo stores float16
-        if args.finer_grid:
-            start = finer_grid_weights(start, coarse, config)
+        checkpoint = load_checkpoint(args.start)
+        start = {k: v.float() for k, v in checkpoint.state_dict.items()}  # the zoo stores float16
+        if args.finer_grid and SamConfig.from_dict(checkpoint.config) == coarse:
+            start = finer_grid_weights(start, coarse, config)  # else a finer-grid model already
     pool = [TrainingSample(s.image, s.objects) for s in training_samples(TINY_SAM_POOL, seed=0)]
     # No time limit: the arms are compared at equal steps, whatever the machine's load.
     training = TinySamTraining(

@@ -86,7 +86,7 @@ VIT_L = SamConfig(
 VIT_B = SamConfig()
 # tiny-sam: our choice, sized so it trains on the synthetic world on a 2-core CPU and ships in a few MB.
 # 256 px with 16 px patches gives a 16x16 embedding grid (low-res masks 64x64); 8 px patches
-# (finer_grid) fit small objects better but cost five times as much per step (RESULTS.md). Window 8
+# (finer_grid) fit small objects better but cost 4-5 times as much per step (RESULTS.md). Window 8
 # tiles the grid in 2x2 windows; two of the four blocks attend globally, as in the official models' ratio.
 TINY_SAM = SamConfig(
     image_size=256,
@@ -202,6 +202,8 @@ def finer_grid_weights(
     """
     if fine != finer_grid(coarse):
         raise ValueError("finer_grid_weights converts weights of a config to those of finer_grid(config)")
+    if state["image_encoder.pos_embed"].shape[1] != coarse.embedding_size:
+        raise ValueError(f"these weights are not of a {coarse.embedding_size}x{coarse.embedding_size} grid")
     ratio = fine.patch_size / coarse.patch_size  # fine tokens per coarse token's distance: 1/2
     out = dict(state)
     pos = state["image_encoder.pos_embed"].permute(0, 3, 1, 2)
