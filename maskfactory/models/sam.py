@@ -49,7 +49,7 @@ class SamConfig:
     conv_stem_patchify: int = 0
     # SAM 2's high-resolution features (Ravi et al. 2024): the stem's stride-4 and stride-8 maps,
     # projected by 1x1 convs, are added inside the decoder's two upscaling steps, so mask edges can
-    # follow detail finer than a token. Needs a conv stem of two or more hidden stages. Probed for
+    # follow detail finer than a token. Needs a conv stem of two or more stride-2 stages. Probed for
     # tiny-sam and not adopted (benchmarks/RESULTS.md); AlignSAM's environment does not pass the maps
     # yet, so its decoder calls refuse such a SAM.
     high_res_features: bool = False
