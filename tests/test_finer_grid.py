@@ -66,7 +66,7 @@ def test_a_coarse_models_weights_load_into_the_finer_grid_and_decode_twice_as_fi
     assert state["image_encoder.pos_embed"].shape == (1, 8, 8, COARSE.encoder_embed_dim)
     with pytest.raises(ValueError, match="finer_grid"):
         finer_grid_weights(coarse_sam.state_dict(), COARSE, COARSE)
-    with pytest.raises(ValueError, match="grid"):  # converting twice would misread the tables
+    with pytest.raises(ValueError, match="not of a 4x4 grid"):  # converting twice would misread the tables
         finer_grid_weights(state, COARSE, fine)
     with torch.no_grad():
         features = fine_sam.image_encoder(torch.rand(1, 3, 64, 64))
