@@ -15,6 +15,10 @@ the one its IoU head rates best (what every session and mIoU@1 use), of the best
 oracle no user has), and of each of the three multimask outputs in turn. The difference of the first two
 is what the IoU head's choice costs; the last shows which outputs the model uses at all.
 
+``--zoom-in PX`` runs the sessions with RITM's Zoom-In (``models/interactive.py``), crops at least PX
+on a side. The first-click columns are unchanged by it, since the first click sees the whole image,
+except "IoU@1 rated best" with ``--zoom-skip 0``, which answers the first click again in a crop.
+
 ``--pool`` scores the first ``--n`` images per task of the zoo's own training pool instead (seed 0, as
 ``maskfactory zoo train tiny-sam`` draws them): how well the model fits what it was trained on.
 """
@@ -28,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from maskfactory.models.interactive import SamClickSegmenter
+from maskfactory.models.interactive import SamClickSegmenter, ZoomIn
 from maskfactory.models.metrics import mask_iou
 from maskfactory.models.predictor import BatchedSamPredictor, ImageEmbeddings
 from maskfactory.simulators import datasets
@@ -70,12 +74,27 @@ def main() -> None:
     parser.add_argument(
         "--pool", action="store_true", help="score the zoo's training images instead: how well it fits them"
     )
+    parser.add_argument(
+        "--zoom-in",
+        type=int,
+        metavar="PX",
+        default=None,
+        help="clicks after the first segment a crop around the object, PX or more on a side (RITM Zoom-In)",
+    )
+    parser.add_argument(
+        "--zoom-skip",
+        type=int,
+        default=ZoomIn.skip_clicks,
+        help="with --zoom-in: clicks answered on the whole image alone (default: ZoomIn's)",
+    )
     args = parser.parse_args()
     # The zoo's pool cycles through the five tasks, so its first 5n samples hold n of each.
     pool = list(training_samples(5 * args.n, seed=0)) if args.pool else []
     sam, _ = tiny_sam_or_candidate(args.sam)
     predictor = BatchedSamPredictor(sam)
-    segmenter = SamClickSegmenter(predictor)
+    segmenter = SamClickSegmenter(
+        predictor, None if args.zoom_in is None else ZoomIn(skip_clicks=args.zoom_skip, min_crop=args.zoom_in)
+    )
     low = 4 * sam.prompt_encoder.image_embedding_size[0]  # side of the decoder's masks
     cell = sam.image_encoder.img_size // low
 

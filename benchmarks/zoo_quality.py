@@ -6,6 +6,7 @@ For every task in every domain it writes a held-out dataset (dataset seed 1 by d
 on seed-0 samples, see maskfactory/tasks/zoo.py) and measures tiny-sam's mIoU after one click, NoC@85
 and NoC@90 over all instance masks (RITM clicker, at most 20 clicks). tiny-clip's zero-shot top-1 is
 measured on single-object semantic images. The domain gap is each domain's NoC@85 relative to natural.
+``--zoom-in`` runs the click sessions with RITM's Zoom-In (``models/interactive.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import time
 from pathlib import Path
 
+from maskfactory.models.interactive import ZoomIn
 from maskfactory.simulators.datasets import write_dataset
 from maskfactory.simulators.world import DOMAINS, TASKS
 from maskfactory.tasks.zoo import evaluate_tiny_clip, evaluate_tiny_sam
@@ -27,6 +29,9 @@ def main() -> None:
     parser.add_argument("--out", default="/tmp/zoo-eval", help="where the held-out datasets go")
     parser.add_argument("--sam", default=None, help="tiny-sam checkpoint (default: the shipped one)")
     parser.add_argument("--clip", default=None, help="tiny-clip checkpoint (default: the shipped one)")
+    parser.add_argument(
+        "--zoom-in", action="store_true", help="tiny-sam with RITM's Zoom-In after the first click"
+    )
     parser.add_argument("--skip-clip", action="store_true", help="measure tiny-sam only")
     parser.add_argument("--skip-sam", action="store_true", help="measure tiny-clip only")
     parser.add_argument("--domains", nargs="+", default=list(DOMAINS), choices=DOMAINS)
@@ -40,7 +45,7 @@ def main() -> None:
             if not (data / "manifest.parquet").exists():
                 write_dataset(str(data), task, domain, n=args.n, seed=args.seed)
             start = time.perf_counter()
-            r = evaluate_tiny_sam(str(data), args.sam)
+            r = evaluate_tiny_sam(str(data), args.sam, zoom_in=ZoomIn() if args.zoom_in else None)
             r["seconds"] = time.perf_counter() - start
             results[f"{domain}/{task}"] = r
             print(

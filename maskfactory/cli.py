@@ -232,16 +232,22 @@ def zoo_eval(
     checkpoint: str | None = typer.Option(None, help="Checkpoint URI (default: the zoo's)."),
     limit: int | None = typer.Option(None, min=1, help="Evaluate only the first N images."),
     max_clicks: int = typer.Option(20, min=1, help="Click budget per object (tiny-sam)."),
+    zoom_in: bool = typer.Option(
+        False, "--zoom-in", help="tiny-sam: clicks after the first segment a crop around the object (RITM)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ) -> None:
     """tiny-sam: mIoU after one click, NoC@85, NoC@90. tiny-clip: zero-shot top-1 on single-object images."""
+    from maskfactory.models.interactive import ZoomIn
     from maskfactory.simulators.datasets import read_manifest
     from maskfactory.tasks import zoo
 
     if name == "tiny-sam":
         total = min(limit or 10**9, read_manifest(data).num_rows)
         with progress_bar("NoC", total) as advance:
-            result = zoo.evaluate_tiny_sam(data, checkpoint, max_clicks, limit, progress=advance)
+            result = zoo.evaluate_tiny_sam(
+                data, checkpoint, max_clicks, limit, progress=advance, zoom_in=ZoomIn() if zoom_in else None
+            )
     elif name == "tiny-clip":
         result = zoo.evaluate_tiny_clip(data, checkpoint, limit)
     else:

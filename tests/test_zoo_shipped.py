@@ -108,7 +108,18 @@ def test_zoo_eval_cli_prints_json(tmp_path: Path) -> None:
     write_dataset(str(tmp_path), "saliency", n=2, seed=7)
     maskfactory = str(Path(sys.executable).with_name("maskfactory"))
     out = subprocess.run(
-        [maskfactory, "zoo", "eval", "tiny-sam", "--data", str(tmp_path), "--json", "--max-clicks", "5"],
+        [
+            maskfactory,
+            "zoo",
+            "eval",
+            "tiny-sam",
+            "--data",
+            str(tmp_path),
+            "--json",
+            "--max-clicks",
+            "5",
+            "--zoom-in",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -117,6 +128,7 @@ def test_zoo_eval_cli_prints_json(tmp_path: Path) -> None:
     result = json.loads(out.stdout)
     assert {"mIoU@1", "NoC@85", "NoC@90", "per_task"} <= set(result) and result["max_clicks"] == 5
     assert set(result["per_task"]) == {"saliency"}
+    assert result["zoom_in"] == {"skip_clicks": 0, "expansion": 1.4, "min_crop": 128, "keep_iou": 0.5}
 
 
 def test_shipped_alignsam_agents_say_what_they_are() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from maskfactory.infra.checkpoints import save_checkpoint
 from maskfactory.infra.settings import Settings, get_settings
 from maskfactory.models import clip as clip_models
 from maskfactory.models.clip import normalize_images, square_resize
-from maskfactory.models.interactive import SamClickSegmenter
+from maskfactory.models.interactive import SamClickSegmenter, ZoomIn
 from maskfactory.models.predictor import BatchedSamPredictor
 from maskfactory.models.registry import load_clip_model, load_sam_model
 from maskfactory.models.sam import TINY_SAM, load_sam
@@ -174,14 +175,16 @@ def evaluate_tiny_sam(
     limit: int | None = None,
     settings: Settings | None = None,
     progress: Callable[[int], None] | None = None,
+    zoom_in: ZoomIn | None = None,
 ) -> dict[str, Any]:
     """One-click mIoU, NoC@85 and NoC@90 over every instance mask of a world dataset (per task too).
 
     ``checkpoint``: a maskfactory SAM checkpoint to measure instead of the zoo's tiny-sam
-    (:func:`tiny_sam_or_candidate`), before it replaces the zoo's.
+    (:func:`tiny_sam_or_candidate`), before it replaces the zoo's. ``zoom_in``: segment clicks after the
+    first in a crop around the object (RITM's protocol); None: SAM's, the whole image every click.
     """
     sam, version = tiny_sam_or_candidate(checkpoint, settings)
-    segmenter = SamClickSegmenter(BatchedSamPredictor(sam))
+    segmenter = SamClickSegmenter(BatchedSamPredictor(sam), zoom_in)
     by_task: dict[str, list] = defaultdict(list)
     for item in datasets.iter_items(data, settings, limit):
         for mask in item.instances:
@@ -198,6 +201,7 @@ def evaluate_tiny_sam(
         "version": version,
         "data": data,
         "max_clicks": max_clicks,
+        "zoom_in": None if zoom_in is None else asdict(zoom_in),
         **summarize_noc(every),
         "per_task": {task: summarize_noc(rs) for task, rs in sorted(by_task.items())},
     }
