@@ -6,8 +6,8 @@ later clicks ask for one mask and also pass the previous low-res logits as the m
 Clicks are any objects with ``x`` (column), ``y`` (row) in pixels and ``positive``; this module does
 not import the simulators that produce them.
 
-With a :class:`ZoomIn`, clicks after the first go to a crop around the object instead of the whole
-image (RITM's Zoom-In), so a small object is seen at the encoder's full input size.
+With a :class:`ZoomIn`, clicks are answered in a crop around the object instead of the whole image
+(Zoom-In, as in RITM's evaluation), so a small object is seen at the encoder's full input size.
 """
 
 from __future__ import annotations
