@@ -15,9 +15,10 @@ the one its IoU head rates best (what every session and mIoU@1 use), of the best
 oracle no user has), and of each of the three multimask outputs in turn. The difference of the first two
 is what the IoU head's choice costs; the last shows which outputs the model uses at all.
 
-``--zoom-in PX`` runs the sessions with RITM's Zoom-In (``models/interactive.py``), crops at least PX
-on a side. The first-click columns are unchanged by it, since the first click sees the whole image,
-except "IoU@1 rated best" with ``--zoom-skip 0``, which answers the first click again in a crop.
+``--zoom-in PX`` runs the sessions with Zoom-In (``models/interactive.py``), crops at least PX on a
+side. The columns on the first click's three masks still come from the whole image; "IoU@1 rated best"
+is the session's first answer, which with ``--zoom-skip 0`` (``ZoomIn``'s default) is given again in a
+crop.
 
 ``--pool`` scores the first ``--n`` images per task of the zoo's own training pool instead (seed 0, as
 ``maskfactory zoo train tiny-sam`` draws them): how well the model fits what it was trained on.
@@ -79,7 +80,7 @@ def main() -> None:
         type=int,
         metavar="PX",
         default=None,
-        help="clicks after the first segment a crop around the object, PX or more on a side (RITM Zoom-In)",
+        help="answer clicks in a crop around the object, PX or more on a side (Zoom-In)",
     )
     parser.add_argument(
         "--zoom-skip",

@@ -6,7 +6,7 @@ For every task in every domain it writes a held-out dataset (dataset seed 1 by d
 on seed-0 samples, see maskfactory/tasks/zoo.py) and measures tiny-sam's mIoU after one click, NoC@85
 and NoC@90 over all instance masks (RITM clicker, at most 20 clicks). tiny-clip's zero-shot top-1 is
 measured on single-object semantic images. The domain gap is each domain's NoC@85 relative to natural.
-``--zoom-in`` runs the click sessions with RITM's Zoom-In (``models/interactive.py``).
+``--zoom-in`` answers the clicks in a crop around the object (Zoom-In, ``models/interactive.py``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ def main() -> None:
     parser.add_argument("--sam", default=None, help="tiny-sam checkpoint (default: the shipped one)")
     parser.add_argument("--clip", default=None, help="tiny-clip checkpoint (default: the shipped one)")
     parser.add_argument(
-        "--zoom-in", action="store_true", help="tiny-sam with RITM's Zoom-In after the first click"
+        "--zoom-in",
+        action="store_true",
+        help="tiny-sam's clicks answered in a crop around the object (Zoom-In)",
     )
     parser.add_argument("--skip-clip", action="store_true", help="measure tiny-sam only")
     parser.add_argument("--skip-sam", action="store_true", help="measure tiny-clip only")

@@ -233,7 +233,7 @@ def zoo_eval(
     limit: int | None = typer.Option(None, min=1, help="Evaluate only the first N images."),
     max_clicks: int = typer.Option(20, min=1, help="Click budget per object (tiny-sam)."),
     zoom_in: bool = typer.Option(
-        False, "--zoom-in", help="tiny-sam: clicks after the first segment a crop around the object (RITM)."
+        False, "--zoom-in", help="tiny-sam: answer clicks in a crop around the object (Zoom-In)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ) -> None:

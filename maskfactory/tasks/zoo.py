@@ -180,8 +180,8 @@ def evaluate_tiny_sam(
     """One-click mIoU, NoC@85 and NoC@90 over every instance mask of a world dataset (per task too).
 
     ``checkpoint``: a maskfactory SAM checkpoint to measure instead of the zoo's tiny-sam
-    (:func:`tiny_sam_or_candidate`), before it replaces the zoo's. ``zoom_in``: segment clicks after the
-    first in a crop around the object (RITM's protocol); None: SAM's, the whole image every click.
+    (:func:`tiny_sam_or_candidate`), before it replaces the zoo's. ``zoom_in``: answer clicks in a crop
+    around the object (:class:`ZoomIn`, as RITM evaluates); None: the whole image every click, as SAM does.
     """
     sam, version = tiny_sam_or_candidate(checkpoint, settings)
     segmenter = SamClickSegmenter(BatchedSamPredictor(sam), zoom_in)
