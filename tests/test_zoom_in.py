@@ -101,3 +101,17 @@ def test_skip_clicks_zero_answers_the_first_click_again_in_a_crop(predictor: Bat
                     assert (segmenter._crop is not None) == zoom
     # Measured: 0.748 against 0.730 on the whole image alone.
     assert np.mean(ious[True]) > np.mean(ious[False]) + 0.01, ious
+
+
+def test_a_wide_image_gets_crops_inside_it(predictor: BatchedSamPredictor) -> None:
+    """A 192 x 320 image (SAM pads it to a square): every crop lies inside the image, and the answers
+    keep the image's shape."""
+    sample = make_sample("semantic", "natural", seed=7_200_010, size=(192, 320))
+    gt = max(sample.objects, key=lambda m: m.sum())
+    segmenter = SamClickSegmenter(predictor, ZoomIn())
+    for step in click_session(segmenter, sample.image, gt, max_clicks=4):
+        assert step.mask.shape == (192, 320)
+        assert segmenter._crop is not None
+        x0, y0, x1, y1 = segmenter._crop[0]
+        assert 0 <= x0 < x1 <= 320 and 0 <= y0 < y1 <= 192
+    assert step.iou > 0.85, step.iou  # measured: 0.957 (0.716 without zoom)
