@@ -33,22 +33,24 @@ class ClickLike(Protocol):
 
 @dataclass(frozen=True)
 class ZoomIn:
-    """Zoom-In (f-BRS, Sofiiuk et al. 2020; in RITM's evaluation, ``isegm/inference/transforms/zoom_in.py``):
+    """Zoom-In (f-BRS, Sofiiuk et al. 2020, ``isegm/inference/transforms/zoom_in.py``; RITM uses it too):
     from click ``skip_clicks + 1`` on, segment a crop around the object, resized to the encoder's input,
     so a small object gets more of its tokens and mask cells. With ``skip_clicks=0`` the first click is
-    answered twice: on the whole image, to place the crop, and then in the crop (our addition; a second
-    pass, not a second click).
+    answered twice: on the whole image, to place the crop, and then in the crop (f-BRS's code has such
+    a recalculation for ``skip_clicks=0`` too, when the crop covers under half the image).
 
     The crop is the box around the last answer and every click so far, grown ``expansion`` times about
-    its centre, at least ``min_crop`` px on a side and moved inside the image. It is square (our choice:
-    RITM grows height and width apart; a square crop fills SAM's square input, with no padding) unless
-    the image is too small for that. The crop is kept, and its encoder pass reused, while it holds every
-    click and the new box overlaps it by IoU >= ``keep_iou`` (RITM's recompute threshold).
-    ``expansion`` and ``keep_iou`` default to RITM's values; ``skip_clicks`` and ``min_crop`` to ours,
-    measured on held-out world data (benchmarks/RESULTS.md, "Zoom-In"). RITM skips one click; skipping
-    none raised tiny-sam's one-click mIoU by 0.02 to 0.03 at about the same NoC@85. At least 128 px (for
-    256 px world images: magnified at most twice) took fewer clicks than 64 (more magnified, less
-    context) or 160 and 192, and as few as 96.
+    its centre, at least ``min_crop`` px on a side and moved inside the image. Our choices where f-BRS
+    differs: the box holds negative clicks too (f-BRS: positive ones), so no click falls outside the
+    crop; it is square unless the image is too small for that (f-BRS keeps the box's shape), so it fills
+    SAM's square input with no padding; and an empty answer still gets a crop, around the clicks (f-BRS
+    then stays on the whole image). The crop is kept, and its encoder pass reused, while it holds every
+    click and the new box overlaps it by IoU >= ``keep_iou`` (f-BRS's recompute threshold).
+    ``expansion`` and ``keep_iou`` default to f-BRS's values; ``skip_clicks`` (f-BRS: 1) and
+    ``min_crop`` (f-BRS: 200 px on photos) to ours, measured on held-out world data
+    (benchmarks/RESULTS.md, "Zoom-In"): skipping no click raised tiny-sam's one-click mIoU by 0.02 to
+    0.03 at about the same NoC@85; at least 128 px (for 256 px world images: magnified at most twice)
+    took fewer clicks than 64 (more magnified, less context) or 160 and 192, and as few as 96.
     """
 
     skip_clicks: int = 0
