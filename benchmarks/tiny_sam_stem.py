@@ -30,6 +30,11 @@ finer grid adds can be probed as a fine-tune of the zoo's model:
 ``--seed`` draws other batches and prompts, for a leg that goes on from a checkpoint this script made
 with the default seed (the same seed would replay that leg's batches).
 ``--train-only mask_decoder.iou_prediction_head`` refits the IoU head alone, the rest held fixed.
+``--zoom-crops P`` replaces a share P of each step's images by zoom crops (``TinySamTraining.zoom_crop_prob``:
+a magnified square crop around one instance, as Zoom-In frames an object at inference):
+
+    .venv/bin/python benchmarks/tiny_sam_stem.py --start maskfactory/models/zoo/tiny-sam.pt \
+        --zoom-crops 0.5 --steps 600 --lr 2e-4 --warmup-steps 20 --threads 2 --out /tmp/zc600.pt
 
 This A/B is why the zoo's tiny-sam (``TINY_SAM``) has the stem since 2026-12-02: ``--stem 32,64``
 is its config, and ``--stem none`` is SAM's single patch projection, which it had before.
@@ -75,6 +80,9 @@ def main() -> None:
     parser.add_argument(
         "--finer-grid", action="store_true", help="8 px patches (finer_grid); --start is converted"
     )
+    parser.add_argument(
+        "--zoom-crops", type=float, default=0.0, help="share of images replaced by zoom crops (0: none)"
+    )
     parser.add_argument("--start", default=None, help="a tiny-sam checkpoint to go on training")
     parser.add_argument(
         "--seed", type=int, default=TinySamTraining.seed, help="batches and prompts (a second leg: another)"
@@ -107,6 +115,7 @@ def main() -> None:
         full_res_iou=args.full_res_iou,
         train_only=args.train_only,
         seed=args.seed,
+        zoom_crop_prob=args.zoom_crops,
         time_limit_s=None,
     )
     model, summary = train_tiny_sam(
@@ -117,6 +126,7 @@ def main() -> None:
     version = save_checkpoint(args.out, "sam", config.to_dict(), half, extra={"training": summary})
     arm = {"stem": list(stem), "stem_blocks": args.stem_blocks, "high_res": args.high_res, "lr": args.lr}
     arm["patch_size"] = config.patch_size
+    arm["zoom_crops"] = args.zoom_crops
     print(json.dumps({"out": args.out, "version": version, **arm, **summary}))
 
 

@@ -38,10 +38,12 @@ from maskfactory.models.zoo.train_clip import (
 from maskfactory.models.zoo.train_sam import (
     TinySamTraining,
     TrainingSample,
+    _batch,
     _logits_at,
     _next_points,
     _point_loss,
     train_tiny_sam,
+    zoom_crop,
 )
 from maskfactory.simulators.clicker import Click
 
@@ -110,8 +112,8 @@ def test_sam_recipe_learns_and_is_reproducible() -> None:
 
 
 def test_recipe_options_off_the_shipped_path_train_reproducibly() -> None:
-    """The point loss and the full-resolution IoU target (probes, benchmarks/RESULTS.md): a short run
-    changes the weights, and the same seed gives the same weights."""
+    """The point loss, the full-resolution IoU target and zoom crops (probes, benchmarks/RESULTS.md): a
+    short run changes the weights, and the same seed gives the same weights."""
     pool = [TrainingSample(im, ms) for im, ms, _ in squares(16, seed=0)]
     training = TinySamTraining(
         steps=5,
@@ -120,12 +122,51 @@ def test_recipe_options_off_the_shipped_path_train_reproducibly() -> None:
         correction_iters=1,
         loss_points=256,
         full_res_iou=True,
+        zoom_crop_prob=0.5,
     )
     torch.manual_seed(0)
     fresh = build_sam(MICRO_SAM).state_dict()
     again, twice = (train_tiny_sam(MICRO_SAM, pool, training)[0].state_dict() for _ in range(2))
     assert all(torch.equal(again[k], twice[k]) for k in again)
     assert not all(torch.equal(again[k], fresh[k]) for k in fresh)
+
+
+def test_zoom_crop_magnifies_the_framed_instance_and_drops_what_it_cuts_to_slivers() -> None:
+    """A 64 px image: an 8 px red square framed by a 16 px crop comes back 4 times as large and still
+    red; a blue square the crop cuts to 8 px (the world's smallest object at 64 px is 16) is dropped; a
+    green one outside it is gone. Framing the blue square keeps it alone."""
+    image = torch.full((3, 64, 64), 100.0)
+    masks = torch.zeros(3, 64, 64, dtype=torch.bool)
+    masks[0, 20:28, 20:28] = True  # framed: its 16 px crop is rows and columns 16-31
+    masks[1, 31:40, 20:28] = True  # one row inside that crop
+    masks[2, 50:60, 50:60] = True
+    for mask, colour in zip(masks, ([200.0, 0, 0], [0, 0, 200.0], [0, 200.0, 0]), strict=True):
+        image[:, mask] = torch.tensor(colour)[:, None]
+    training = TinySamTraining(zoom_crop_sides=(16, 16), zoom_crop_expansion=(1.0, 1.0))
+    rng = np.random.default_rng(0)
+    crop, kept = zoom_crop(image, masks, 0, training, rng)
+    assert crop.shape == (3, 64, 64) and kept.shape == (1, 64, 64)
+    assert abs(int(kept[0].sum()) - 32 * 32) <= 2 * 32 + 4  # bilinear edges: a pixel either way
+    assert kept[0, 17:47, 17:47].all() and not kept[0, :15].any() and not kept[0, :, 49:].any()
+    assert torch.allclose(crop[:, 24:40, 24:40], torch.tensor([200.0, 0, 0])[:, None, None])
+    crop, kept = zoom_crop(image, masks, 1, training, rng)  # rows 28-43: red ends at 27
+    assert kept.shape == (1, 64, 64) and int(kept[0].sum()) > 9 * 8 * 16 - 2 * 36 - 4
+    assert torch.allclose(crop[:, 30:40, 24:40], torch.tensor([0, 0, 200.0])[:, None, None])
+
+
+def test_batches_with_zoom_crops_show_the_instances_magnified() -> None:
+    """With every image zoomed (crops of 32 to 48 px of 64), a batch's instances are well over twice as
+    large as the same draw's without zoom."""
+    pool = [TrainingSample(im, ms) for im, ms, _ in squares(16, seed=0)]
+    images = torch.stack([torch.from_numpy(s.image).permute(2, 0, 1).float() for s in pool])
+    instances = [torch.from_numpy(s.instances) for s in pool]
+    areas = {}
+    for prob in (0.0, 1.0):
+        training = TinySamTraining(images_per_step=16, zoom_crop_prob=prob, zoom_crop_sides=(32, 32))
+        x, gt, index = _batch(images, instances, training, np.random.default_rng(0))
+        assert x.shape == (16, 3, 64, 64) and gt.shape[1:] == (64, 64) and len(index) == len(gt)
+        areas[prob] = gt.sum((1, 2)).mean().item()
+    assert areas[1.0] > 2 * areas[0.0], areas
 
 
 def test_train_only_refits_the_iou_head_and_holds_the_rest() -> None:

@@ -59,7 +59,8 @@ class ZoomIn:
     keep_iou: float = 0.5
 
     def box(self, mask: np.ndarray, clicks: Sequence[ClickLike]) -> Box:
-        """The crop for the last answer ``mask`` (H, W) bool and ``clicks`` (at least one)."""
+        """The crop for the last answer ``mask`` (H, W) bool and ``clicks``; either may be empty, not both
+        (training's zoom crops frame a ground-truth instance with no click)."""
         h, w = mask.shape
         ys, xs = np.nonzero(mask)
         ys = np.concatenate([ys, [round(c.y) for c in clicks]])
