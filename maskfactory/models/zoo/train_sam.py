@@ -89,7 +89,7 @@ class TinySamTraining:
     # ``ZoomIn``) shows the model at inference. The crop is ZoomIn's box with its minimum side drawn from
     # ``zoom_crop_sides`` (px) and its growth from ``zoom_crop_expansion``: at 256 px, small objects are
     # magnified 1.3 to 4 times. 0 (the shipped run) draws nothing, so the recipe's random stream is unchanged.
-    # 0.5 and the ranges are our choice, probed once (benchmarks/RESULTS.md, "Zoom crops in training").
+    # The ranges, and the share 0.5 the probes used, are our choice (benchmarks/RESULTS.md, "Zoom crops").
     zoom_crop_prob: float = 0.0
     zoom_crop_sides: tuple[int, int] = (64, 192)
     zoom_crop_expansion: tuple[float, float] = (1.2, 2.0)
