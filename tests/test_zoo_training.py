@@ -156,7 +156,7 @@ def test_zoom_crop_magnifies_the_framed_instance_and_drops_what_it_cuts_to_slive
 
 def test_batches_with_zoom_crops_show_the_instances_magnified() -> None:
     """With every image zoomed (crops of 32 to 48 px of 64), a batch's instances are well over twice as
-    large as the same draw's without zoom."""
+    large as those of a batch drawn with the same seed and no zoom (2.7 times seen)."""
     pool = [TrainingSample(im, ms) for im, ms, _ in squares(16, seed=0)]
     images = torch.stack([torch.from_numpy(s.image).permute(2, 0, 1).float() for s in pool])
     instances = [torch.from_numpy(s.instances) for s in pool]
