@@ -22,6 +22,11 @@ crop.
 
 ``--pool`` scores the first ``--n`` images per task of the zoo's own training pool instead (seed 0, as
 ``maskfactory zoo train tiny-sam`` draws them): how well the model fits what it was trained on.
+
+``--gallery PNG`` draws the objects under 2000 px that never reach 0.85, the first ``GALLERY_PER_TASK`` of
+each task (a row of pairs per task): a ``WINDOW`` px window around the object, then the same window
+with the ground truth's edge in green, the edge of the session's best mask in magenta, and white where
+they agree, magnified twice.
 """
 
 from __future__ import annotations
@@ -32,17 +37,38 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from scipy.ndimage import binary_erosion
 
 from maskfactory.models.interactive import SamClickSegmenter, ZoomIn
 from maskfactory.models.metrics import mask_iou
 from maskfactory.models.predictor import BatchedSamPredictor, ImageEmbeddings
 from maskfactory.simulators import datasets
-from maskfactory.simulators.clicker import evaluate_noc, next_click
+from maskfactory.simulators.clicker import click_session, evaluate_noc, next_click
 from maskfactory.simulators.datasets import write_dataset
 from maskfactory.simulators.world import TASKS
 from maskfactory.tasks.zoo import tiny_sam_or_candidate, training_samples
 
 AREA_BINS = [(0, 500), (500, 2000), (2000, 8000), (8000, 256 * 256 + 1)]  # px at 256 x 256
+GALLERY_PER_TASK = 6
+WINDOW = 56  # px of the image around a drawn object: a disc of 2000 px is 50 px across
+
+
+def failure_panel(image: np.ndarray, gt: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """(2 WINDOW, 4 WINDOW, 3) uint8: the image around ``gt`` (H, W) bool, and again with the edges of
+    ``gt`` (green) and of the session's ``best`` mask (magenta; white where both are), magnified twice."""
+    h, w = gt.shape
+    ys, xs = np.nonzero(gt)
+    y0 = int(np.clip(round(ys.mean()) - WINDOW // 2, 0, h - WINDOW))
+    x0 = int(np.clip(round(xs.mean()) - WINDOW // 2, 0, w - WINDOW))
+    window = (slice(y0, y0 + WINDOW), slice(x0, x0 + WINDOW))
+    crop = image[window]
+    edges = crop.copy()
+    gt_edge, best_edge = (m[window] & ~binary_erosion(m[window]) for m in (gt, best))
+    edges[gt_edge] = (0, 255, 0)
+    edges[best_edge] = (255, 0, 255)
+    edges[gt_edge & best_edge] = (255, 255, 255)
+    return np.kron(np.concatenate([crop, edges], axis=1), np.ones((2, 2, 1), dtype=np.uint8))
 
 
 def grid_answer_iou(mask: np.ndarray, cell: int = 4) -> float:
@@ -88,6 +114,7 @@ def main() -> None:
         default=ZoomIn.skip_clicks,
         help="with --zoom-in: clicks answered on the whole image alone (default: ZoomIn's)",
     )
+    parser.add_argument("--gallery", metavar="PNG", help="draw the small objects that never reach 0.85")
     args = parser.parse_args()
     # The zoo's pool cycles through the five tasks, so its first 5n samples hold n of each.
     pool = list(training_samples(5 * args.n, seed=0)) if args.pool else []
@@ -104,6 +131,7 @@ def main() -> None:
         "| IoU@1 rated best | IoU@1 best of 3 | IoU@1 of mask 1 / 2 / 3 |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
+    gallery, drawn = [], []  # a row of failure panels per task that has any, and those tasks
     for task in args.tasks:
         if pool:
             images = [(s.image, s.objects) for s in pool[TASKS.index(task) :: len(TASKS)]]
@@ -113,11 +141,22 @@ def main() -> None:
                 write_dataset(str(data), task, "natural", n=args.n, seed=1)
             images = [(item.image, item.instances) for item in datasets.iter_items(str(data), None, args.n)]
         # (area, best IoU, NoC@85, grid answer IoU, IoU@1 rated best, IoU@1 best of 3, masks 1-3)
-        rows = []
+        rows, panels = [], []
         for image, instances in images:
             embeddings = predictor.encode([image])
             for mask in instances:
                 r = evaluate_noc(segmenter, image, mask, max_clicks=20)
+                if (
+                    args.gallery
+                    and mask.sum() < 2000
+                    and max(r.ious) < 0.85
+                    and len(panels) < GALLERY_PER_TASK
+                ):
+                    # The session again (it is deterministic), for its masks, which evaluate_noc keeps not.
+                    best = max(
+                        click_session(segmenter, image, mask, max_clicks=20), key=lambda step: step.iou
+                    )
+                    panels.append(failure_panel(image, mask, best.mask))
                 first = first_click_ious(predictor, embeddings, mask)
                 session = (mask.sum(), max(r.ious), r.noc[0.85], grid_answer_iou(mask, cell), r.ious[0])
                 rows.append((*session, first.max(), *first))
@@ -133,6 +172,13 @@ def main() -> None:
                     f"{' / '.join(f'{v:.3f}' for v in a[s, 6:].mean(axis=0))} |",
                     flush=True,
                 )
+        if panels:
+            blank = np.zeros_like(panels[0])
+            gallery.append(np.concatenate(panels + [blank] * (GALLERY_PER_TASK - len(panels)), axis=1))
+            drawn.append(task)
+    if args.gallery and gallery:
+        Image.fromarray(np.concatenate(gallery, axis=0)).save(args.gallery)
+        print(f"\ngallery {args.gallery}, a row each: {', '.join(drawn)}")
 
 
 if __name__ == "__main__":

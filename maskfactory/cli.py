@@ -211,6 +211,12 @@ def zoo_train(
         help="End after this many steps, schedule unchanged, with no time limit: replays a run "
         "on a machine of another speed (the checkpoint header's training.steps_run).",
     ),
+    zoom_leg: int = typer.Option(
+        0,
+        min=0,
+        help="tiny-sam: then this many steps with zoom crops in half the images (600 in the "
+        "probes; not the shipped run). Within the time limit left; whole with --stop-after.",
+    ),
 ) -> None:
     """Train a zoo model from scratch on the synthetic world (seeded, reproducible)."""
     from maskfactory.tasks.zoo import train_zoo_model
@@ -220,8 +226,15 @@ def zoo_train(
             " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
         )
 
-    uri, version, summary = train_zoo_model(name, out, seed, pool, steps, log=log, stop_after=stop_after)
+    if zoom_leg and name != "tiny-sam":
+        raise typer.BadParameter("--zoom-leg trains tiny-sam only")
+    uri, version, summary = train_zoo_model(
+        name, out, seed, pool, steps, log=log, stop_after=stop_after, zoom_leg=zoom_leg
+    )
     ran = f"{summary['steps_run']} of {summary['steps']} steps in {summary['train_seconds']:.0f} s"
+    if "zoom_leg" in summary:
+        leg = summary["zoom_leg"]
+        ran += f", then {leg['steps_run']} of {leg['steps']} zoom-leg steps in {leg['train_seconds']:.0f} s"
     console.print(f"{name} {version}: {uri} ({ran})")
 
 

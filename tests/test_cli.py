@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from maskfactory.infra import tables
 
@@ -64,3 +65,25 @@ def test_models_list() -> None:
     assert out.returncode == 0, out.stderr
     for name in ("vit_h", "vit_l", "vit_b", "tiny-sam", "tiny-clip"):
         assert name in out.stdout
+
+
+def test_zoo_train_tiny_sam_with_a_zoom_leg(tmp_path: Path) -> None:
+    """`--zoom-leg N` goes on from the recipe's run with N steps of zoom crops: the checkpoint is the
+    leg's model (not the first schedule's, which the same seed trains without it) and its header
+    records the leg's settings. tiny-clip has no such leg."""
+    from maskfactory.infra.checkpoints import load_checkpoint, read_header
+    from maskfactory.tasks.zoo import train_zoo_model
+
+    with_leg, without = str(tmp_path / "leg.pt"), str(tmp_path / "plain.pt")
+    out = run("zoo", "train", "tiny-sam", "--steps", "1", "--pool", "5", "--zoom-leg", "2", "--out", with_leg)
+    assert out.returncode == 0, out.stderr
+    assert "1 of 1 steps" in out.stdout and "then 2 of 2 zoom-leg steps" in out.stdout
+    leg = read_header(with_leg)["extra"]["training"]["zoom_leg"]
+    assert (leg["steps_run"], leg["zoom_crop_prob"], leg["lr"]) == (2, 0.5, 2e-4)
+
+    train_zoo_model("tiny-sam", without, pool_size=5, steps=1)
+    a, b = load_checkpoint(with_leg).state_dict, load_checkpoint(without).state_dict
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+    refused = run("zoo", "train", "tiny-clip", "--zoom-leg", "2", "--out", str(tmp_path / "clip.pt"))
+    assert refused.returncode == 2 and "tiny-sam only" in refused.stderr

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,7 @@ from maskfactory.models.zoo.train_clip import (
     train_tiny_clip,
     zero_shot_accuracy,
 )
-from maskfactory.models.zoo.train_sam import TinySamTraining, TrainingSample, train_tiny_sam
+from maskfactory.models.zoo.train_sam import ZOOM_LEG, TinySamTraining, TrainingSample, train_tiny_sam
 from maskfactory.simulators import datasets
 from maskfactory.simulators.clicker import evaluate_noc, summarize_noc
 from maskfactory.simulators.world import CLASSES, TASKS, Sample, make_sample
@@ -133,20 +133,38 @@ def train_zoo_model(
     settings: Settings | None = None,
     log: Callable[[dict[str, Any]], None] | None = None,
     stop_after: int | None = None,
+    zoom_leg: int = 0,
 ) -> tuple[str, str, dict[str, Any]]:
     """Train a zoo model from scratch on the world; returns (checkpoint URI, version, summary).
 
     ``stop_after``: end after this many steps with the recipe's schedule unchanged and no time limit,
-    to replay a run (such as a shipped one) on a machine of another speed.
+    to replay a run (such as a shipped one) on a machine of another speed. ``zoom_leg`` (tiny-sam only):
+    then go on for this many steps with :data:`ZOOM_LEG`'s zoom crops; the summary's ``zoom_leg``
+    records that leg.
     """
     if name not in ZOO_MODELS:
         raise ValueError(f"unknown zoo model {name!r}; known: {', '.join(ZOO_MODELS)}")
+    if zoom_leg and name != "tiny-sam":
+        raise ValueError("a zoom leg trains tiny-sam only")
     out = out or str(zoo_path(f"{name}.pt"))
     if name == "tiny-sam":
         training = TinySamTraining(seed=seed, stop_after=stop_after, **({"steps": steps} if steps else {}))
         samples = training_samples(pool_size or TINY_SAM_POOL, seed)
         pool = [TrainingSample(s.image, s.objects) for s in samples]
         model, summary = train_tiny_sam(TINY_SAM, pool, training, log=log)
+        if zoom_leg:
+            # One budget for the whole command: the leg gets what the first schedule left of the limit.
+            # It draws with the run's seed, as the probe's leg did (its crops make the draws differ).
+            left = (
+                None
+                if stop_after or training.time_limit_s is None
+                else training.time_limit_s - summary["train_seconds"]
+            )
+            leg = replace(ZOOM_LEG, steps=zoom_leg, seed=seed, time_limit_s=left)
+            leg_log = None if log is None else lambda row: log({"leg": "zoom", **row})
+            model, summary["zoom_leg"] = train_tiny_sam(
+                TINY_SAM, pool, leg, log=leg_log, start=model.state_dict()
+            )
         kind, config = "sam", TINY_SAM.to_dict()
     else:
         training = TinyClipTraining(seed=seed, stop_after=stop_after, **({"steps": steps} if steps else {}))
