@@ -211,11 +211,11 @@ def zoo_train(
         help="End after this many steps, schedule unchanged, with no time limit: replays a run "
         "on a machine of another speed (the checkpoint header's training.steps_run).",
     ),
-    zoom_leg: int = typer.Option(
-        0,
+    zoom_leg: int | None = typer.Option(
+        None,
         min=0,
-        help="tiny-sam: then this many steps with zoom crops in half the images (600 in the "
-        "probes; not the shipped run). Within the time limit left; whole with --stop-after.",
+        help="tiny-sam: then this many steps with zoom crops in half the images (default 600, as "
+        "the shipped run; 0: none). Within the time limit left; whole with --stop-after.",
     ),
 ) -> None:
     """Train a zoo model from scratch on the synthetic world (seeded, reproducible)."""

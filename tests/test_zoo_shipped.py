@@ -36,6 +36,20 @@ def test_shipped_tiny_sam_says_how_it_was_trained() -> None:
     assert training["seed"] == 0 and training["domain"] == "natural" and training["steps_run"] > 0
 
 
+def test_shipped_tiny_sam_is_what_the_recipe_trains() -> None:
+    """`zoo train tiny-sam` replays the shipped run (the recipe, then the zoom leg) only if the recipe's
+    and the leg's defaults are the ones it ran with. The leg's time limit is what the first schedule
+    left of the command's, so it is not a default; `stop_after` is the replay's own switch."""
+    from maskfactory.models.zoo.train_sam import ZOOM_LEG, TinySamTraining
+
+    ran = read_header(str(zoo_path("tiny-sam.pt")))["extra"]["training"]
+    recipe, leg = asdict(TinySamTraining()), asdict(ZOOM_LEG)
+    del recipe["stop_after"], leg["stop_after"], leg["time_limit_s"]
+    for defaults, run in ((recipe, ran), (leg, ran["zoom_leg"])):
+        assert {k: run[k] for k in defaults} == json.loads(json.dumps(defaults))  # tuples come back as lists
+        assert run["steps_run"] == run["steps"]  # the whole schedule ran
+
+
 def test_shipped_tiny_clip_names_held_out_shapes_zero_shot() -> None:
     """Chance is 1/6 and an untrained model scores about that. The shipped one scores 56 of these 60
     (0.96 and 0.97 on the two held-out sets of benchmarks/RESULTS.md); the model it replaced scored

@@ -133,19 +133,22 @@ def train_zoo_model(
     settings: Settings | None = None,
     log: Callable[[dict[str, Any]], None] | None = None,
     stop_after: int | None = None,
-    zoom_leg: int = 0,
+    zoom_leg: int | None = None,
 ) -> tuple[str, str, dict[str, Any]]:
     """Train a zoo model from scratch on the world; returns (checkpoint URI, version, summary).
 
     ``stop_after``: end after this many steps with the recipe's schedule unchanged and no time limit,
-    to replay a run (such as a shipped one) on a machine of another speed. ``zoom_leg`` (tiny-sam only):
-    then go on for this many steps with :data:`ZOOM_LEG`'s zoom crops; the summary's ``zoom_leg``
-    records that leg.
+    to replay a run (such as a shipped one) on a machine of another speed; the zoom leg then runs whole.
+    ``zoom_leg`` (tiny-sam only): then go on for this many steps with :data:`ZOOM_LEG`'s zoom crops
+    (None: ``ZOOM_LEG.steps``, the shipped run; 0: none, as run 4); the summary's ``zoom_leg`` records
+    that leg.
     """
     if name not in ZOO_MODELS:
         raise ValueError(f"unknown zoo model {name!r}; known: {', '.join(ZOO_MODELS)}")
     if zoom_leg and name != "tiny-sam":
         raise ValueError("a zoom leg trains tiny-sam only")
+    if zoom_leg is None:
+        zoom_leg = ZOOM_LEG.steps if name == "tiny-sam" else 0
     out = out or str(zoo_path(f"{name}.pt"))
     if name == "tiny-sam":
         training = TinySamTraining(seed=seed, stop_after=stop_after, **({"steps": steps} if steps else {}))

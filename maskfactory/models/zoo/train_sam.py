@@ -95,11 +95,12 @@ class TinySamTraining:
     zoom_crop_expansion: tuple[float, float] = (1.2, 2.0)
 
 
-# The zoom leg (`maskfactory zoo train tiny-sam --zoom-leg STEPS`; not in the shipped run): more steps on
-# the trained model with half of each step's images zoom crops, from a fresh AdamW warmed up again to a
-# quarter of the peak rate. These are the settings of the probe legs in benchmarks/RESULTS.md ("Zoom
-# crops in training"): half the images cropped from the first step took two clicks more without Zoom-In,
-# so the crops come after the model has learned whole images.
+# The zoom leg, which `maskfactory zoo train tiny-sam` runs after the recipe above (the shipped model
+# since 2026-12-05; `--zoom-leg 0` leaves it out): more steps on the trained model with half of each
+# step's images zoom crops, from a fresh AdamW warmed up again to a quarter of the peak rate. These are
+# the settings of the probe legs in benchmarks/RESULTS.md ("Zoom crops in training"): half the images
+# cropped from the first step took two clicks more without Zoom-In, so the crops come after the model
+# has learned whole images.
 ZOOM_LEG = TinySamTraining(steps=600, lr=2e-4, warmup_steps=20, zoom_crop_prob=0.5)
 
 
