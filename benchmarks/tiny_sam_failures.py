@@ -20,6 +20,9 @@ side. The columns on the first click's three masks still come from the whole ima
 is the session's first answer, which with ``--zoom-skip 0`` (``ZoomIn``'s default) is given again in a
 crop.
 
+``--refine R`` refines every answer with the guided filter (``models/refine.py``), radius R input px
+(``--refine-eps``: its regulariser); the columns on the first click's three masks stay SAM's own.
+
 ``--pool`` scores the first ``--n`` images per task of the zoo's own training pool instead (seed 0, as
 ``maskfactory zoo train tiny-sam`` draws them): how well the model fits what it was trained on.
 
@@ -43,6 +46,7 @@ from scipy.ndimage import binary_erosion
 from maskfactory.models.interactive import SamClickSegmenter, ZoomIn
 from maskfactory.models.metrics import mask_iou
 from maskfactory.models.predictor import BatchedSamPredictor, ImageEmbeddings
+from maskfactory.models.refine import GuidedRefinement
 from maskfactory.simulators import datasets
 from maskfactory.simulators.clicker import click_session, evaluate_noc, next_click
 from maskfactory.simulators.datasets import write_dataset
@@ -114,6 +118,14 @@ def main() -> None:
         default=ZoomIn.skip_clicks,
         help="with --zoom-in: clicks answered on the whole image alone (default: ZoomIn's)",
     )
+    parser.add_argument(
+        "--refine",
+        type=float,
+        metavar="R",
+        default=None,
+        help="refine every answer with the guided filter, radius R input px",
+    )
+    parser.add_argument("--refine-eps", type=float, default=GuidedRefinement.eps, help="with --refine")
     parser.add_argument("--gallery", metavar="PNG", help="draw the small objects that never reach 0.85")
     args = parser.parse_args()
     # The zoo's pool cycles through the five tasks, so its first 5n samples hold n of each.
@@ -121,7 +133,9 @@ def main() -> None:
     sam, _ = tiny_sam_or_candidate(args.sam)
     predictor = BatchedSamPredictor(sam)
     segmenter = SamClickSegmenter(
-        predictor, None if args.zoom_in is None else ZoomIn(skip_clicks=args.zoom_skip, min_crop=args.zoom_in)
+        predictor,
+        None if args.zoom_in is None else ZoomIn(skip_clicks=args.zoom_skip, min_crop=args.zoom_in),
+        None if args.refine is None else GuidedRefinement(args.refine, args.refine_eps),
     )
     low = 4 * sam.prompt_encoder.image_embedding_size[0]  # side of the decoder's masks
     cell = sam.image_encoder.img_size // low

@@ -6,7 +6,8 @@ For every task in every domain it writes a held-out dataset (dataset seed 1 by d
 on seed-0 samples, see maskfactory/tasks/zoo.py) and measures tiny-sam's mIoU after one click, NoC@85
 and NoC@90 over all instance masks (RITM clicker, at most 20 clicks). tiny-clip's zero-shot top-1 is
 measured on single-object semantic images. The domain gap is each domain's NoC@85 relative to natural.
-``--zoom-in`` answers the clicks in a crop around the object (Zoom-In, ``models/interactive.py``).
+``--zoom-in`` answers the clicks in a crop around the object (Zoom-In, ``models/interactive.py``);
+``--refine`` refines every answer along the image's edges (the guided filter, ``models/refine.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 from maskfactory.models.interactive import ZoomIn
+from maskfactory.models.refine import GuidedRefinement
 from maskfactory.simulators.datasets import write_dataset
 from maskfactory.simulators.world import DOMAINS, TASKS
 from maskfactory.tasks.zoo import evaluate_tiny_clip, evaluate_tiny_sam
@@ -34,6 +36,9 @@ def main() -> None:
         action="store_true",
         help="tiny-sam's clicks answered in a crop around the object (Zoom-In)",
     )
+    parser.add_argument(
+        "--refine", action="store_true", help="tiny-sam's answers refined by the guided filter"
+    )
     parser.add_argument("--skip-clip", action="store_true", help="measure tiny-sam only")
     parser.add_argument("--skip-sam", action="store_true", help="measure tiny-clip only")
     parser.add_argument("--domains", nargs="+", default=list(DOMAINS), choices=DOMAINS)
@@ -47,7 +52,12 @@ def main() -> None:
             if not (data / "manifest.parquet").exists():
                 write_dataset(str(data), task, domain, n=args.n, seed=args.seed)
             start = time.perf_counter()
-            r = evaluate_tiny_sam(str(data), args.sam, zoom_in=ZoomIn() if args.zoom_in else None)
+            r = evaluate_tiny_sam(
+                str(data),
+                args.sam,
+                zoom_in=ZoomIn() if args.zoom_in else None,
+                refine=GuidedRefinement() if args.refine else None,
+            )
             r["seconds"] = time.perf_counter() - start
             results[f"{domain}/{task}"] = r
             print(

@@ -248,10 +248,14 @@ def zoo_eval(
     zoom_in: bool = typer.Option(
         False, "--zoom-in", help="tiny-sam: answer clicks in a crop around the object (Zoom-In)."
     ),
+    refine: bool = typer.Option(
+        False, "--refine", help="tiny-sam: refine each answer's edge along the image's (guided filter)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ) -> None:
     """tiny-sam: mIoU after one click, NoC@85, NoC@90. tiny-clip: zero-shot top-1 on single-object images."""
     from maskfactory.models.interactive import ZoomIn
+    from maskfactory.models.refine import GuidedRefinement
     from maskfactory.simulators.datasets import read_manifest
     from maskfactory.tasks import zoo
 
@@ -259,7 +263,13 @@ def zoo_eval(
         total = min(limit or 10**9, read_manifest(data).num_rows)
         with progress_bar("NoC", total) as advance:
             result = zoo.evaluate_tiny_sam(
-                data, checkpoint, max_clicks, limit, progress=advance, zoom_in=ZoomIn() if zoom_in else None
+                data,
+                checkpoint,
+                max_clicks,
+                limit,
+                progress=advance,
+                zoom_in=ZoomIn() if zoom_in else None,
+                refine=GuidedRefinement() if refine else None,
             )
     elif name == "tiny-clip":
         result = zoo.evaluate_tiny_clip(data, checkpoint, limit)

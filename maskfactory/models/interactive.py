@@ -7,7 +7,9 @@ Clicks are any objects with ``x`` (column), ``y`` (row) in pixels and ``positive
 not import the simulators that produce them.
 
 With a :class:`ZoomIn`, clicks are answered in a crop around the object instead of the whole image
-(Zoom-In, as in RITM's evaluation), so a small object is seen at the encoder's full input size.
+(Zoom-In, as in RITM's evaluation), so a small object is seen at the encoder's full input size. With a
+:class:`~maskfactory.models.refine.GuidedRefinement`, each answer's edge is refined along the image's
+colour edges before it is shown.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from maskfactory.models.predictor import BatchedSamPredictor, ImageEmbeddings, Prediction
+from maskfactory.models.refine import GuidedRefinement
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, ends exclusive
 
@@ -89,12 +92,20 @@ class SamClickSegmenter:
     """Implements the simulators' ``InteractiveSegmenter`` protocol (``start``, ``predict``) with SAM.
 
     ``zoom_in``: segment later clicks in a crop around the object (:class:`ZoomIn`); None: the whole
-    image for every click, as SAM's own evaluation does.
+    image for every click, as SAM's own evaluation does. ``refine``: the mask returned is the answer
+    refined by the guided filter; SAM's own answer stays the next click's mask prompt and places the crop,
+    so the refinement changes what the user sees (and so where the next click goes), not what SAM is fed.
     """
 
-    def __init__(self, predictor: BatchedSamPredictor, zoom_in: ZoomIn | None = None) -> None:
+    def __init__(
+        self,
+        predictor: BatchedSamPredictor,
+        zoom_in: ZoomIn | None = None,
+        refine: GuidedRefinement | None = None,
+    ) -> None:
         self.predictor = predictor
         self.zoom_in = zoom_in
+        self.refine = refine
         self._image: np.ndarray | None = None
         self._embeddings: ImageEmbeddings | None = None  # of the whole image
         self._previous: torch.Tensor | None = None  # (1, 1, 4g, 4g) low-res logits of the last answer
@@ -122,7 +133,7 @@ class SamClickSegmenter:
             # skip_clicks=0, the first click once before the crop around that answer answers it again.
             self._answer = self._decode(self._embeddings, clicks, (0, 0))
             if zoom is None:
-                return (self._answer > threshold).cpu().numpy()
+                return self._shown(max(self._answer.shape))
         box = zoom.box((self._answer > threshold).cpu().numpy(), clicks)
         if (
             self._crop is None
@@ -141,7 +152,16 @@ class SamClickSegmenter:
         # Outside the crop the answer is background: the crop holds the last answer and every click.
         self._answer = torch.full_like(self._answer, float(inside.min()))
         self._answer[y0:y1, x0:x1] = inside
-        return (self._answer > threshold).cpu().numpy()
+        return self._shown(max(x1 - x0, y1 - y0))
+
+    def _shown(self, frame_side: int) -> np.ndarray:
+        """The last answer as the (H, W) bool mask returned; ``frame_side``: the longest side in image px
+        of the frame it was answered on (SAM resizes that side to its input size)."""
+        if self.refine is None:
+            return (self._answer > self.predictor.sam.mask_threshold).cpu().numpy()
+        assert self._image is not None
+        scale = frame_side / self.predictor.image_size
+        return (self.refine.refine(self._image, self._answer, scale) > 0.5).cpu().numpy()
 
     def _decode(
         self, embeddings: ImageEmbeddings, clicks: Sequence[ClickLike], origin: tuple[int, int]

@@ -27,6 +27,7 @@ from maskfactory.models import clip as clip_models
 from maskfactory.models.clip import normalize_images, square_resize
 from maskfactory.models.interactive import SamClickSegmenter, ZoomIn
 from maskfactory.models.predictor import BatchedSamPredictor
+from maskfactory.models.refine import GuidedRefinement
 from maskfactory.models.registry import load_clip_model, load_sam_model
 from maskfactory.models.sam import TINY_SAM, load_sam
 from maskfactory.models.zoo import zoo_path
@@ -197,15 +198,17 @@ def evaluate_tiny_sam(
     settings: Settings | None = None,
     progress: Callable[[int], None] | None = None,
     zoom_in: ZoomIn | None = None,
+    refine: GuidedRefinement | None = None,
 ) -> dict[str, Any]:
     """One-click mIoU, NoC@85 and NoC@90 over every instance mask of a world dataset (per task too).
 
     ``checkpoint``: a maskfactory SAM checkpoint to measure instead of the zoo's tiny-sam
     (:func:`tiny_sam_or_candidate`), before it replaces the zoo's. ``zoom_in``: answer clicks in a crop
     around the object (:class:`ZoomIn`, as RITM evaluates); None: the whole image every click, as SAM does.
+    ``refine``: each answer refined along the image's edges (:class:`GuidedRefinement`); None: SAM's own.
     """
     sam, version = tiny_sam_or_candidate(checkpoint, settings)
-    segmenter = SamClickSegmenter(BatchedSamPredictor(sam), zoom_in)
+    segmenter = SamClickSegmenter(BatchedSamPredictor(sam), zoom_in, refine)
     by_task: dict[str, list] = defaultdict(list)
     for item in datasets.iter_items(data, settings, limit):
         for mask in item.instances:
@@ -223,6 +226,7 @@ def evaluate_tiny_sam(
         "data": data,
         "max_clicks": max_clicks,
         "zoom_in": None if zoom_in is None else asdict(zoom_in),
+        "refine": None if refine is None else asdict(refine),
         **summarize_noc(every),
         "per_task": {task: summarize_noc(rs) for task, rs in sorted(by_task.items())},
     }

@@ -1,0 +1,79 @@
+"""The guided filter that refines a mask along the image's edges (models/refine.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from maskfactory.models.interactive import SamClickSegmenter, ZoomIn
+from maskfactory.models.metrics import mask_iou
+from maskfactory.models.predictor import BatchedSamPredictor
+from maskfactory.models.refine import GuidedRefinement, box_mean, edge_box, guided_filter
+from maskfactory.models.registry import load_sam_model
+from maskfactory.simulators.clicker import click_session
+from maskfactory.simulators.world import make_sample
+
+
+def test_box_mean_is_the_mean_over_the_window_clipped_to_the_image() -> None:
+    x = torch.rand(2, 23, 31, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    r = 4
+    brute = torch.empty_like(x)
+    for i in range(23):
+        for j in range(31):
+            brute[:, i, j] = x[:, max(0, i - r) : i + r + 1, max(0, j - r) : j + r + 1].mean((-2, -1))
+    assert torch.allclose(box_mean(x, r), brute, atol=1e-12)
+
+
+def test_the_filter_keeps_what_is_linear_in_the_guide() -> None:
+    """Its model in each window is src = a·guide + b, so such a src comes back as it was (eps -> 0),
+    and a constant comes back constant."""
+    g = torch.Generator().manual_seed(1)
+    guide = torch.rand(3, 40, 50, dtype=torch.float64, generator=g)
+    linear = 0.2 + 0.5 * guide[0] - 0.3 * guide[2]
+    assert torch.allclose(guided_filter(guide, linear, 3, 1e-10), linear, atol=1e-5)
+    constant = torch.full((40, 50), 0.7, dtype=torch.float64)
+    assert torch.allclose(guided_filter(guide, constant, 3, 1e-4), constant, atol=1e-9)
+
+
+def test_a_blocky_answer_snaps_to_the_colour_edge() -> None:
+    """A 12 px disc on a 128 px image, answered as SAM answers: on a grid of 4 px cells, upsampled
+    bilinearly. The filter puts the edge back where the colours change."""
+    yy, xx = np.mgrid[:128, :128]
+    disc = (yy - 61.3) ** 2 + (xx - 66.7) ** 2 < 12**2
+    image = np.where(disc[..., None], [150, 90, 60], [110, 110, 100]).astype(np.uint8)
+    cells = F.avg_pool2d(torch.from_numpy(disc).double()[None, None], 4)
+    logits = F.interpolate(12 * (cells - 0.5), (128, 128), mode="bilinear", align_corners=False)[0, 0]
+    refined = GuidedRefinement(radius=16).refine(image, logits, scale=0.5) > 0.5
+    blocky = (logits > 0).numpy()
+    # Measured: 1.0 refined against 0.962 blocky.
+    assert mask_iou(refined.numpy(), disc) > 0.98
+    assert mask_iou(refined.numpy(), disc) > mask_iou(blocky, disc) + 0.03, mask_iou(blocky, disc)
+    # Only the box around the edge is filtered (edge_box), and that changes no pixel of the mask.
+    assert edge_box(logits.sigmoid(), 2 * 8) == (33, 91, 38, 96)
+    guide = torch.from_numpy(image.transpose(2, 0, 1).copy()).double() / 255
+    whole = guided_filter(guide, logits.sigmoid(), 8, GuidedRefinement.eps) > 0.5
+    assert torch.equal(refined, whole)
+
+
+@pytest.fixture(scope="module")
+def predictor() -> BatchedSamPredictor:
+    sam, _ = load_sam_model("tiny-sam")
+    return BatchedSamPredictor(sam)
+
+
+def test_refined_sessions_reach_higher_iou_on_small_objects(predictor: BatchedSamPredictor) -> None:
+    """The smallest object of five saliency scenes, six clicks each with Zoom-In, as the zoo's
+    evaluation runs them: the refined answers are better, and every answer keeps the image's shape."""
+    best = {False: [], True: []}
+    for seed in range(7_200_001, 7_200_006):
+        sample = make_sample("saliency", "natural", seed=seed)
+        gt = min(sample.objects, key=lambda m: m.sum())
+        for refine in (False, True):
+            segmenter = SamClickSegmenter(predictor, ZoomIn(), GuidedRefinement() if refine else None)
+            steps = list(click_session(segmenter, sample.image, gt, max_clicks=6))
+            assert all(s.mask.shape == gt.shape and s.mask.dtype == bool for s in steps)
+            best[refine].append(max(s.iou for s in steps))
+    # Measured with the zoo's tiny-sam of 2026-12-05 (run 5): 0.760 refined against 0.680.
+    assert np.mean(best[True]) > np.mean(best[False]) + 0.05, best
