@@ -323,13 +323,27 @@ def policy_eval(
     steps: int | None = typer.Option(None, min=0, help="Prompting steps T (default: the agent's)."),
     limit: int | None = typer.Option(None, min=1, help="Evaluate only the task's first N items."),
     seed: int = typer.Option(0, help="Seed of the random actions of no-rl."),
+    refine: bool = typer.Option(
+        False, "--refine", help="Score the final masks refined along the image's edges (guided filter)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ) -> None:
     """mIoU, MAE, BER, F-beta, E-measure and the foreground rate of an agent on a task's items."""
+    from maskfactory.models.refine import GuidedRefinement
     from maskfactory.tasks.policy import evaluate_policy
 
     with user_errors():
-        result = evaluate_policy(task, data, policy, ablation, shots, steps, limit, seed)
+        result = evaluate_policy(
+            task,
+            data,
+            policy,
+            ablation,
+            shots,
+            steps,
+            limit,
+            seed,
+            refine=GuidedRefinement() if refine else None,
+        )
     if as_json:
         print(json.dumps(result, indent=2))
     else:

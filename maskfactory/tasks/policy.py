@@ -13,7 +13,7 @@ made with another seed (``world make --seed``) for held-out figures.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -24,10 +24,11 @@ from maskfactory.infra.checkpoints import load_checkpoint, save_checkpoint
 from maskfactory.infra.settings import Settings, get_settings
 from maskfactory.models import confidence, metrics
 from maskfactory.models.alignsam.agent import KIND, AlignSamConfig, load_agent, save_agent
-from maskfactory.models.alignsam.prompter import ABLATIONS, Prompter
+from maskfactory.models.alignsam.prompter import ABLATIONS, Prompter, PromptResult
 from maskfactory.models.alignsam.trainer import FewShotSet, train_agent
 from maskfactory.models.clip_surgery import ClipSurgery
-from maskfactory.models.predictor import BatchedSamPredictor, ImageEmbeddings
+from maskfactory.models.predictor import BatchedSamPredictor, ImageEmbeddings, Prediction
+from maskfactory.models.refine import GuidedRefinement
 from maskfactory.models.registry import load_clip_model, load_sam_model
 from maskfactory.models.zoo import zoo_path
 from maskfactory.simulators import datasets
@@ -173,10 +174,35 @@ class Scored:
     ious: np.ndarray  # (N,)
 
 
+def refined_masks(
+    predictor: BatchedSamPredictor,
+    result: PromptResult,
+    embeddings: ImageEmbeddings,
+    images: Sequence[np.ndarray],
+    refine: GuidedRefinement,
+) -> list[np.ndarray]:
+    """The prompter's final masks, each refined by the guided filter on its image: B x (H, W) bool."""
+    prediction = Prediction(result.low_res_logits, result.iou_prediction[:, None], torch.arange(len(images)))
+    logits = predictor.upscale(prediction, embeddings)
+    # Each image was answered whole, and SAM resized its longest side to the input size.
+    return [
+        (refine.refine(image, answer[0], max(image.shape[:2]) / predictor.image_size) > 0.5).cpu().numpy()
+        for image, answer in zip(images, logits, strict=True)
+    ]
+
+
 def score(
-    prompter: Prompter, encoded: Encoded, ablation: str = "full", steps: int | None = None, seed: int = 0
+    prompter: Prompter,
+    encoded: Encoded,
+    ablation: str = "full",
+    steps: int | None = None,
+    seed: int = 0,
+    refine: GuidedRefinement | None = None,
 ) -> Scored:
-    """Prompt every encoded item (in encoder-sized batches) and average the paper's metrics over items."""
+    """Prompt every encoded item (in encoder-sized batches) and average the paper's metrics over items.
+
+    ``refine``: score the final masks after the guided filter (``models/refine.py``); the confidence
+    signals stay those of SAM's own answer."""
     per_image: dict[str, list[float]] = {name: [] for name in metrics.SCORES}
     rates, agreement, signals = [], [], []
     for start in range(0, len(encoded.items), ENCODE_BATCH):
@@ -188,10 +214,14 @@ def score(
         maps = None if encoded.set.text_maps is None else encoded.set.text_maps[index]
         result = prompter(batch, maps, ablation=ablation, steps=steps, seed=seed + start)
         signals.append(confidence.signals(result, batch.input_sizes, prompter.predictor.image_size))
+        masks = result.masks
+        if refine is not None:
+            images = [encoded.items[i].image for i in index.tolist()]
+            masks = refined_masks(prompter.predictor, result, batch, images, refine)
         for k, i in enumerate(index.tolist()):
             gt = encoded.items[i].target
             for name, fn in metrics.SCORES.items():
-                per_image[name].append(fn(result.masks[k], gt))
+                per_image[name].append(fn(masks[k], gt))
             taken = result.agent_points.shape[1]
             if taken:
                 points = result.agent_points[k].cpu().numpy()
@@ -215,11 +245,13 @@ def evaluate_policy(
     limit: int | None = None,
     seed: int = 0,
     settings: Settings | None = None,
+    refine: GuidedRefinement | None = None,
 ) -> dict[str, Any]:
     """The paper's metrics for an agent (default: the zoo's for ``task``) on ``task``'s items of ``data``.
 
     ``shots``, when given, must match the number of shots the agent was trained with (so tables do
-    not mix agents up). ``seed`` drives the random actions of the ``no-rl`` ablation.
+    not mix agents up). ``seed`` drives the random actions of the ``no-rl`` ablation. ``refine``: the
+    final masks are scored after the guided filter (:func:`score`).
     """
     if ablation not in ABLATIONS:
         raise ValueError(f"unknown ablation {ablation!r}; known: {', '.join(ABLATIONS)}")
@@ -242,7 +274,8 @@ def evaluate_policy(
         "shots": extra.get("shots"),
         "ablation": ablation,
         "steps": 0 if ablation == "single-step" else (prompter.steps if steps is None else steps),
-        **score(prompter, encoded, ablation, steps, seed).figures,
+        "refine": None if refine is None else asdict(refine),
+        **score(prompter, encoded, ablation, steps, seed, refine).figures,
     }
 
 
