@@ -69,7 +69,8 @@ class GuidedRefinement:
     well below it are smoothed over, not followed. Both were chosen on held-out world data with Zoom-In
     (benchmarks/RESULTS.md, "The guided filter"): 16 input px (4 mask cells) took fewer clicks than 8, 12
     or 24, and 1e-5 (a standard deviation of 0.003, under one grey level) a few fewer than 1e-4. The
-    world's colours are clean; photos with more noise may want a larger ``eps``, not measured here.
+    world's objects have hard edges; photos with softer edges and sensor noise may want a larger
+    ``eps``, which has not been measured here.
     """
 
     radius: float = 16.0
