@@ -5,7 +5,8 @@
 For each image side it times ``GuidedRefinement().refine`` on a world image resized to that side (the
 median of ``--repeats`` calls after a warm-up), and, at tiny-sam's 256 px, one click's decoder pass
 with its upscaling and one encoder pass, so the filter's cost reads against what a click already
-costs. The filter's cost grows with the image's pixels, not its radius (summed-area tables); the model's
+costs; the filter is timed with its smoothed guide (the default) and with the raw image as guide. The
+filter's cost grows with the image's pixels, not its radius (summed-area tables); the model's
 passes do not grow with the image, which SAM resizes to its input.
 """
 
@@ -46,6 +47,7 @@ def main() -> None:
     sam, _ = load_sam_model("tiny-sam")
     predictor = BatchedSamPredictor(sam)
     refine = GuidedRefinement()
+    raw = GuidedRefinement(guide_sigma=0.0)  # without the guide's smoothing, for its share of the cost
 
     with torch.inference_mode():
         embeddings = predictor.encode([sample.image])
@@ -65,8 +67,10 @@ def main() -> None:
         for side in args.sizes:
             image = np.asarray(Image.fromarray(sample.image).resize((side, side), Image.BILINEAR))
             big = torch.nn.functional.interpolate(logits[None, None], (side, side), mode="bilinear")[0, 0]
-            ms = median_ms(partial(refine.refine, image, big, side / 256), args.repeats)
-            print(f"| guided filter (radius {round(refine.radius * side / 256)} px) | {side} | {ms:.1f} |")
+            radius = round(refine.radius * side / 256)
+            for name, r in (("smoothed guide", refine), ("raw guide", raw)):
+                ms = median_ms(partial(r.refine, image, big, side / 256), args.repeats)
+                print(f"| guided filter (radius {radius} px, {name}) | {side} | {ms:.1f} |")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ is the session's first answer, which with ``--zoom-skip 0`` (``ZoomIn``'s defaul
 crop.
 
 ``--refine R`` refines every answer with the guided filter (``models/refine.py``), radius R input px
-(``--refine-eps``: its regulariser); the columns on the first click's three masks stay SAM's own.
+(``--refine-eps``: its regulariser; ``--refine-guide-sigma``: the guide's smoothing, image px); the
+columns on the first click's three masks stay SAM's own.
 
 ``--pool`` scores the first ``--n`` images per task of the zoo's own training pool instead (seed 0, as
 ``maskfactory zoo train tiny-sam`` draws them): how well the model fits what it was trained on.
@@ -126,6 +127,9 @@ def main() -> None:
         help="refine every answer with the guided filter, radius R input px",
     )
     parser.add_argument("--refine-eps", type=float, default=GuidedRefinement.eps, help="with --refine")
+    parser.add_argument(
+        "--refine-guide-sigma", type=float, default=GuidedRefinement.guide_sigma, help="with --refine"
+    )
     parser.add_argument("--gallery", metavar="PNG", help="draw the small objects that never reach 0.85")
     args = parser.parse_args()
     # The zoo's pool cycles through the five tasks, so its first 5n samples hold n of each.
@@ -135,7 +139,9 @@ def main() -> None:
     segmenter = SamClickSegmenter(
         predictor,
         None if args.zoom_in is None else ZoomIn(skip_clicks=args.zoom_skip, min_crop=args.zoom_in),
-        None if args.refine is None else GuidedRefinement(args.refine, args.refine_eps),
+        None
+        if args.refine is None
+        else GuidedRefinement(args.refine, args.refine_eps, args.refine_guide_sigma),
     )
     low = 4 * sam.prompt_encoder.image_embedding_size[0]  # side of the decoder's masks
     cell = sam.image_encoder.img_size // low

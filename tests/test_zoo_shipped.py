@@ -144,7 +144,7 @@ def test_zoo_eval_cli_prints_json(tmp_path: Path) -> None:
     assert {"mIoU@1", "NoC@85", "NoC@90", "per_task"} <= set(result) and result["max_clicks"] == 5
     assert set(result["per_task"]) == {"saliency"}
     assert result["zoom_in"] == {"skip_clicks": 0, "expansion": 1.4, "min_crop": 128, "keep_iou": 0.5}
-    assert result["refine"] == {"radius": 16.0, "eps": 1e-5}
+    assert result["refine"] == {"radius": 16.0, "eps": 1e-5, "guide_sigma": 0.7}
 
 
 def test_shipped_alignsam_agents_say_what_they_are() -> None:
