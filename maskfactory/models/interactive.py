@@ -161,7 +161,7 @@ class SamClickSegmenter:
             return (self._answer > self.predictor.sam.mask_threshold).cpu().numpy()
         assert self._image is not None
         scale = frame_side / self.predictor.image_size
-        return (self.refine.refine(self._image, self._answer, scale) > 0.5).cpu().numpy()
+        return self.refine.mask(self._image, self._answer, scale)
 
     def _decode(
         self, embeddings: ImageEmbeddings, clicks: Sequence[ClickLike], origin: tuple[int, int]

@@ -100,6 +100,10 @@ class GuidedRefinement:
         out[y0:y1, x0:x1] = guided_filter(guide, src[y0:y1, x0:x1], radius, self.eps).clamp(0, 1)
         return out
 
+    def mask(self, image: np.ndarray, logits: torch.Tensor, scale: float) -> np.ndarray:
+        """The refined mask: :meth:`refine`'s probabilities above one half, as (H, W) bool."""
+        return (self.refine(image, logits, scale) > 0.5).cpu().numpy()
+
 
 def edge_box(p: torch.Tensor, margin: int, sure: float = 0.1) -> tuple[int, int, int, int] | None:
     """(y0, y1, x0, x1), ends exclusive: the box around every pixel of ``p`` (H, W) in [0, 1] that is not

@@ -186,7 +186,7 @@ def refined_masks(
     logits = predictor.upscale(prediction, embeddings)
     # Each image was answered whole, and SAM resized its longest side to the input size.
     return [
-        (refine.refine(image, answer[0], max(image.shape[:2]) / predictor.image_size) > 0.5).cpu().numpy()
+        refine.mask(image, answer[0], max(image.shape[:2]) / predictor.image_size)
         for image, answer in zip(images, logits, strict=True)
     ]
 
