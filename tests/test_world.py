@@ -20,6 +20,7 @@ from maskfactory.simulators.world import (
     field_of_view,
     make_sample,
     min_instance_area,
+    seen_shadows,
 )
 
 SEEDS = range(4)
@@ -110,6 +111,29 @@ def test_shadow_target_is_ground_in_shadow_not_objects(domain: str) -> None:
         assert gray[s.target].mean() < gray[ring].mean()
         dark_distractor |= domain == "natural" and "black" in s.object_colors
     assert dark_distractor or domain != "natural"
+
+
+def test_seen_shadows_end_where_the_ground_is_half_dark() -> None:
+    """A cast shadow with a spike narrower than its penumbra, and a patch too small to click: the label
+    keeps the straight edges where they were cast, drops the washed-out spike's end, and the patch."""
+    cast = np.zeros((96, 96), bool)
+    cast[20:60, 20:50] = True  # the body, 1200 px
+    cast[38:40, 50:80] = True  # a 2-px spike, 30 px long
+    cast[75:85, 70:80] = True  # 100 px, under the 200 px minimum
+    ground = np.ones_like(cast)
+    ground[20:60, 10:20] = False  # an object standing on the shadow's left edge
+    shade = ndimage.gaussian_filter(cast.astype(np.float32), 2.0)
+    (seen,) = seen_shadows(shade, ground, min_area=200)
+    # Mid-way along the straight edges on open ground the label stops exactly where the cast outline
+    # does; on the left it stops at the object.
+    assert seen[59, 35] and seen[20, 35] and seen[50, 49] and seen[40, 20]
+    assert not seen[60, 35] and not seen[19, 35] and not seen[50, 50] and not (seen & ~ground).any()
+    # The spike's 2-px width never gets half dark: past the body's edge it is not labelled, nor is the
+    # patch. Elsewhere only the body's four corners are rounded off, a few pixels each.
+    lost = cast & ~seen
+    assert lost[38:40, 52:80].all() and not seen[36:42, 52:].any()
+    assert lost[75:85, 70:80].all() and not seen[70:90, 65:85].any()
+    assert lost[20:60, 20:50].sum() <= 16
 
 
 @pytest.mark.parametrize(("task", "domain"), list(itertools.product(("blur", "glass"), DOMAINS)))

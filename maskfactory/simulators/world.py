@@ -7,8 +7,9 @@ click on (``objects``), so a point-prompted SAM can be trained and scored on the
 
 A scene is built geometry first. Instances are placed back to front and a placement is refused
 when it would leave any instance below :func:`min_instance_area` or hide more than ``max_hidden`` of
-it; only then is anything painted, so every painted region is labelled. The domains (colourful
-photos, aerial views, grayscale scans) share this code path and differ only in their :class:`Style`.
+it; only then is anything painted, so every painted region is labelled (a shadow as far as it is seen:
+:func:`seen_shadows`). The domains (colourful photos, aerial views, grayscale scans) share this code
+path and differ only in their :class:`Style`.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "min_instance_area",
     "paint_object",
     "sample_look",
+    "seen_shadows",
     "soften",
 ]
 
@@ -805,8 +807,8 @@ def _shadow(ctx: _Context, n_objects: int | None) -> _Built:
             propose = partial(_propose_object, ctx, _random_kind(rng), colours[i], style.radius)
             scene.place(propose, required=i == 0)
         cast = _union([_shadow_of(ctx, layer, light) for layer in scene.layers], ctx.shape) & ctx.area
-        # Shadow instances: the connected pieces of ground in shadow. Pieces too small to click are
-        # not darkened at all, so every darkened pixel is labelled.
+        # The connected pieces of ground the shadows are cast on. Pieces too small to click are not
+        # darkened at all; the instances are what is seen of the rest (seen_shadows).
         pieces, count = ndimage.label(cast & (scene.owner < 0))
         keep = np.bincount(pieces.ravel(), minlength=count + 1) >= ctx.min_area
         keep[0] = False
@@ -815,12 +817,28 @@ def _shadow(ctx: _Context, n_objects: int | None) -> _Built:
     darkened = cast & ~((pieces > 0) & ~keep[pieces])
     penumbra = rng.uniform(1.0, 2.5) * ctx.scale / 256
     strength = rng.uniform(*style.shadow_strength)
-    alpha = strength * ndimage.gaussian_filter(darkened.astype(np.float32), penumbra)
+    shade = ndimage.gaussian_filter(darkened.astype(np.float32), penumbra)
     # Shadows are lit by the blue sky only, so red is lost most.
-    ctx.canvas *= 1 - alpha[..., None] * np.array([1.0, 0.95, 0.82], np.float32)
+    ctx.canvas *= 1 - strength * shade[..., None] * np.array([1.0, 0.95, 0.82], np.float32)
     scene.render(ctx.canvas)
-    shadows = [_Instance("shadow", "", pieces == i) for i in np.flatnonzero(keep)]
+    seen = seen_shadows(shade, ctx.area & (scene.owner < 0), ctx.min_area)
+    shadows = [_Instance("shadow", "", m) for m in seen]
     return shadows + scene.instances(), _union([s.mask for s in shadows], ctx.shape), PROMPTS["shadow"]
+
+
+def seen_shadows(shade: np.ndarray, ground: np.ndarray, min_area: int) -> list[np.ndarray]:
+    """The shadow instances a viewer sees: connected pieces of ``ground`` (H, W) bool where ``shade``
+    (H, W), the share of the shadow's full darkening each pixel gets, is at least one half.
+
+    The half-darkness contour is where a soft edge is seen (our choice; the usual edge of a blurred step).
+    Along a straight edge it is the cast outline itself, but tips and necks narrower than the penumbra
+    never get half dark, and labelling them (as the cast outline did until 2026-12-06) asked models for
+    pixels the image does not show. Pieces under ``min_area`` px are specks the penumbra left of a thin
+    part; like the pieces of ground too small to click, they are not instances.
+    """
+    pieces, count = ndimage.label((shade >= 0.5) & ground)
+    areas = np.bincount(pieces.ravel(), minlength=count + 1)
+    return [pieces == i for i in range(1, count + 1) if areas[i] >= min_area]
 
 
 def _blur(ctx: _Context, n_objects: int | None) -> _Built:
