@@ -807,21 +807,20 @@ def _shadow(ctx: _Context, n_objects: int | None) -> _Built:
             propose = partial(_propose_object, ctx, _random_kind(rng), colours[i], style.radius)
             scene.place(propose, required=i == 0)
         cast = _union([_shadow_of(ctx, layer, light) for layer in scene.layers], ctx.shape) & ctx.area
-        # The connected pieces of ground the shadows are cast on. Pieces too small to click are not
-        # darkened at all; the instances are what is seen of the rest (seen_shadows).
-        pieces, count = ndimage.label(cast & (scene.owner < 0))
-        keep = np.bincount(pieces.ravel(), minlength=count + 1) >= ctx.min_area
-        keep[0] = False
-        if keep.any():
+        ground = ctx.area & (scene.owner < 0)
+        # The pieces of ground the shadows are cast on. Those too small to click are not darkened at
+        # all; the instances are what is seen of the rest (seen_shadows).
+        cast_pieces = _pieces(cast & ground, ctx.min_area)
+        if cast_pieces:
             break
-    darkened = cast & ~((pieces > 0) & ~keep[pieces])
+    darkened = cast & ~(ground & ~_union(cast_pieces, ctx.shape))  # less the pieces too small to click
     penumbra = rng.uniform(1.0, 2.5) * ctx.scale / 256
     strength = rng.uniform(*style.shadow_strength)
     shade = ndimage.gaussian_filter(darkened.astype(np.float32), penumbra)
     # Shadows are lit by the blue sky only, so red is lost most.
     ctx.canvas *= 1 - strength * shade[..., None] * np.array([1.0, 0.95, 0.82], np.float32)
     scene.render(ctx.canvas)
-    seen = seen_shadows(shade, ctx.area & (scene.owner < 0), ctx.min_area)
+    seen = seen_shadows(shade, ground, ctx.min_area)
     shadows = [_Instance("shadow", "", m) for m in seen]
     return shadows + scene.instances(), _union([s.mask for s in shadows], ctx.shape), PROMPTS["shadow"]
 
@@ -836,9 +835,7 @@ def seen_shadows(shade: np.ndarray, ground: np.ndarray, min_area: int) -> list[n
     pixels the image does not show. Pieces under ``min_area`` px are specks the penumbra left of a thin
     part; like the pieces of ground too small to click, they are not instances.
     """
-    pieces, count = ndimage.label((shade >= 0.5) & ground)
-    areas = np.bincount(pieces.ravel(), minlength=count + 1)
-    return [pieces == i for i in range(1, count + 1) if areas[i] >= min_area]
+    return _pieces((shade >= 0.5) & ground, min_area)
 
 
 def _blur(ctx: _Context, n_objects: int | None) -> _Built:
@@ -903,6 +900,13 @@ def _glass(ctx: _Context, n_objects: int | None) -> _Built:
     scene.render(ctx.canvas)
     instances = scene.instances()
     return instances, _union([i.mask for i in instances if i.kind == "glass"], ctx.shape), PROMPTS["glass"]
+
+
+def _pieces(mask: np.ndarray, min_area: int) -> list[np.ndarray]:
+    """The connected pieces of ``mask`` (H, W) bool that have at least ``min_area`` px, each (H, W) bool."""
+    pieces, count = ndimage.label(mask)
+    areas = np.bincount(pieces.ravel(), minlength=count + 1)
+    return [pieces == i for i in range(1, count + 1) if areas[i] >= min_area]
 
 
 def _union(masks: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
