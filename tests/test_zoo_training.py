@@ -22,7 +22,7 @@ from maskfactory.models.clip_surgery import ClipSurgery, default_surgery_blocks,
 from maskfactory.models.interactive import SamClickSegmenter
 from maskfactory.models.predictor import BatchedSamPredictor
 from maskfactory.models.sam import build_sam
-from maskfactory.models.zoo.common import out_of_budget
+from maskfactory.models.zoo.common import WeightAverage, out_of_budget
 from maskfactory.models.zoo.train_clip import (
     CaptionedImage,
     TinyClipTraining,
@@ -109,6 +109,48 @@ def test_sam_recipe_learns_and_is_reproducible() -> None:
         torch.equal(a, b)
         for a, b in zip(again.state_dict().values(), twice.state_dict().values(), strict=True)
     )
+
+
+def test_weight_average_moves_a_fraction_of_the_way_each_update() -> None:
+    """Each update moves the average ``1 - decay`` of the way to the weights; frozen ones are left alone."""
+    layer = torch.nn.Linear(2, 1)
+    frozen = torch.nn.Linear(2, 1).requires_grad_(False)
+    frozen_weight = frozen.weight.clone()
+    model = torch.nn.Sequential(layer, frozen)
+    with torch.no_grad():
+        layer.weight.zero_()
+    average = WeightAverage(model, decay=0.75)
+    assert len(average.params) == 2  # the frozen layer is not averaged
+    for value in (4.0, 8.0):
+        with torch.no_grad():
+            layer.weight.fill_(value)
+        average.update()
+    average.write_to_model()
+    # 0 -> 0.75 * 0 + 0.25 * 4 = 1 -> 0.75 * 1 + 0.25 * 8 = 2.75
+    assert torch.allclose(layer.weight, torch.full((1, 2), 2.75))
+    assert torch.equal(frozen.weight, frozen_weight)
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(model, decay=1.0)
+
+
+def test_ema_decay_returns_the_average_of_the_same_run() -> None:
+    """With ``ema_decay`` the run is the same step for step; only the weights it returns are averaged."""
+    pool = [TrainingSample(im, ms) for im, ms, _ in squares(16, seed=0)]
+    recipe = TinySamTraining(steps=4, images_per_step=4, instances_per_image=2, correction_iters=1)
+
+    def weights(training: TinySamTraining) -> dict[str, torch.Tensor]:
+        return dict(train_tiny_sam(MICRO_SAM, pool, training)[0].named_parameters())
+
+    # The weights after 0..4 steps of one run: stop_after ends it early with the schedule unchanged.
+    path = [weights(replace(recipe, stop_after=k)) for k in range(5)]
+    averaged = weights(replace(recipe, ema_decay=0.75))
+    for name, value in averaged.items():
+        expected = path[0][name]
+        for w in path[1:]:
+            expected = 0.75 * expected + 0.25 * w[name]
+        assert torch.allclose(value, expected, atol=1e-6), name
+    token = "mask_decoder.iou_token.weight"
+    assert not torch.equal(averaged[token], path[-1][token])  # not the last step's weights
 
 
 def test_recipe_options_off_the_shipped_path_train_reproducibly() -> None:

@@ -39,3 +39,29 @@ def out_of_budget(step: int, started: float, time_limit_s: float | None, stop_af
     if stop_after is not None:
         return step >= stop_after
     return time_limit_s is not None and time.perf_counter() - started > time_limit_s
+
+
+class WeightAverage:
+    """An exponential moving average of a model's trainable parameters (Polyak averaging).
+
+    Starts at the model's weights as they are now; each :meth:`update` (after an optimiser step) moves
+    the average a fraction ``1 - decay`` of the way to the current weights, so it weighs roughly the
+    last ``1 / (1 - decay)`` steps. :meth:`write_to_model` puts the average into the model.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.average = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        for a, p in zip(self.average, self.params, strict=True):
+            a.lerp_(p, 1.0 - self.decay)
+
+    @torch.no_grad()
+    def write_to_model(self) -> None:
+        for a, p in zip(self.average, self.params, strict=True):
+            p.copy_(a)
