@@ -97,9 +97,10 @@ class TinySamTraining:
     # returns an exponential moving average of the weights over the run (models/zoo/common.py,
     # ``WeightAverage``), which weighs about the last 1 / (1 - decay) steps. It changes nothing the run
     # computes or draws, only which weights it returns. On the zoom leg at 0.995 (about its last 200
-    # steps) it saved 0.12 and 0.19 clicks of NoC@85 on two runs (benchmarks/RESULTS.md, "Weight
-    # averaging in the zoom leg"). It stays off here and in ZOOM_LEG until a tiny-sam trained with it is
-    # shipped, so that `zoo train tiny-sam` keeps the settings of the shipped run.
+    # steps) it saved 0.12 and 0.19 clicks of NoC@85 on two runs; 0.998, which reaches back to the leg's
+    # start, did worse than none (benchmarks/RESULTS.md, "Weight averaging in the zoom leg"). It stays
+    # off here and in ZOOM_LEG until a tiny-sam trained with it is shipped, so that `zoo train tiny-sam`
+    # keeps the settings of the shipped run.
     ema_decay: float | None = None
 
 
