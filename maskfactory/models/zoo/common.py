@@ -47,6 +47,10 @@ class WeightAverage:
     Starts at the model's weights as they are now; each :meth:`update` (after an optimiser step) moves
     the average a fraction ``1 - decay`` of the way to the current weights, so it weighs roughly the
     last ``1 / (1 - decay)`` steps. :meth:`write_to_model` puts the average into the model.
+
+    Not ``torch.optim.swa_utils.AveragedModel``: that keeps a second copy of the module and starts from
+    the weights of the first update; this starts from the weights the run starts from, as measured in
+    benchmarks/RESULTS.md, and needs no copy to load back.
     """
 
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
