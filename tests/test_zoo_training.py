@@ -22,7 +22,8 @@ from maskfactory.models.clip_surgery import ClipSurgery, default_surgery_blocks,
 from maskfactory.models.interactive import SamClickSegmenter
 from maskfactory.models.predictor import BatchedSamPredictor
 from maskfactory.models.sam import build_sam
-from maskfactory.models.zoo.common import WeightAverage, out_of_budget
+from maskfactory.models.zoo import train_clip, train_sam
+from maskfactory.models.zoo.common import WeightAverage, deterministic_algorithms, out_of_budget
 from maskfactory.models.zoo.train_clip import (
     CaptionedImage,
     TinyClipTraining,
@@ -151,6 +152,47 @@ def test_ema_decay_returns_the_average_of_the_same_run() -> None:
         assert torch.allclose(value, expected, atol=1e-6), name
     token = "mask_decoder.iou_token.weight"
     assert not torch.equal(averaged[token], path[-1][token])  # not the last step's weights
+
+
+def test_deterministic_algorithms_are_on_inside_and_put_back_after() -> None:
+    """The context turns torch's deterministic algorithms on and restores both settings, also on error."""
+    assert not torch.are_deterministic_algorithms_enabled()
+    with deterministic_algorithms():
+        assert torch.are_deterministic_algorithms_enabled()
+        assert not torch.is_deterministic_algorithms_warn_only_enabled()  # strict: fail, not warn
+    assert not torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with pytest.raises(RuntimeError, match="inside"), deterministic_algorithms():
+            raise RuntimeError("inside")
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def test_every_training_step_runs_with_deterministic_algorithms(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both recipes take each step with deterministic algorithms on (so a run repeats when other work
+    shares the cores; benchmarks/RESULTS.md) and leave the setting off for the code that called them."""
+    seen = []
+
+    def spy(original):
+        def call(*args, **kwargs):
+            seen.append(torch.are_deterministic_algorithms_enabled())
+            return original(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(train_sam, "_step_loss", spy(train_sam._step_loss))
+    monkeypatch.setattr(train_clip, "two_stream_forward", spy(two_stream_forward))
+    pool = [TrainingSample(im, ms) for im, ms, _ in squares(8, seed=0)]
+    train_tiny_sam(MICRO_SAM, pool, TinySamTraining(steps=2, images_per_step=4, instances_per_image=2))
+    assert seen == [True, True]
+    train_tiny_clip(
+        _micro_clip_config(64), _squares_pool(8), TinyClipTraining(steps=2, batch_size=4, crops=0)
+    )
+    assert seen == [True] * 4
+    assert not torch.are_deterministic_algorithms_enabled()
 
 
 def test_recipe_options_off_the_shipped_path_train_reproducibly() -> None:

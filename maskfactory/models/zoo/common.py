@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -25,6 +27,30 @@ def mean_of(rows: list[dict[str, float]]) -> dict[str, float]:
 def half_precision(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's state dict with floating-point tensors in float16: how the zoo ships weights."""
     return {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+
+
+@contextmanager
+def deterministic_algorithms() -> Iterator[None]:
+    """Run the block (or, as a decorator, the function) with torch's deterministic algorithms on; the
+    setting is put back as it was afterwards.
+
+    Why the zoo's training needs it: with the setting off, torch on CPU computes the backward of
+    indexing with repeated indices (tiny-sam's per-mask ``features[image_index]``, several masks per
+    image) with atomic float adds from all its threads. Where two threads add into the same image's
+    row, which adds first depends on how the threads are scheduled, so a training run alone on the
+    cores repeats bit for bit and one that shares them with other work sometimes does not (a 60-step
+    run parted in its 16th step; benchmarks/RESULTS.md, "A training run repeats under load").
+    The setting makes that backward serial, in index order. Strict, not ``warn_only``: the zoo trains
+    on CPU, where every op the recipes use has a deterministic form, and an op added later without one
+    should fail loudly rather than make runs quietly unrepeatable.
+    """
+    was_on = torch.are_deterministic_algorithms_enabled()
+    was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was_on, warn_only=was_warn_only)
 
 
 def out_of_budget(step: int, started: float, time_limit_s: float | None, stop_after: int | None) -> bool:

@@ -45,7 +45,7 @@ from open_clip.tokenizer import SimpleTokenizer
 
 from maskfactory.models.clip import build_clip, normalize_images, tokenizer_for
 from maskfactory.models.clip_surgery import default_surgery_blocks, two_stream_forward
-from maskfactory.models.zoo.common import mean_of, out_of_budget, warmup_cosine
+from maskfactory.models.zoo.common import deterministic_algorithms, mean_of, out_of_budget, warmup_cosine
 
 BACKGROUND = ""  # the caption of tokens on no captioned region: CLIP Surgery's empty prompt
 COVERED = 0.5  # a token belongs to a region covering at least this share of its pixels
@@ -103,6 +103,7 @@ class CaptionedImage:
     region_captions: list[list[str]] = field(default_factory=list)  # K lists: each region's captions
 
 
+@deterministic_algorithms()
 def train_tiny_clip(
     config: dict[str, Any],
     pool: Sequence[CaptionedImage],

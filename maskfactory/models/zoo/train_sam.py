@@ -43,7 +43,13 @@ from maskfactory.models.interactive import ZoomIn
 from maskfactory.models.losses import soft_dice
 from maskfactory.models.predictor import decode_masks
 from maskfactory.models.sam import SamConfig, build_sam, image_features, pick_high_res, resize_longest_side
-from maskfactory.models.zoo.common import WeightAverage, mean_of, out_of_budget, warmup_cosine
+from maskfactory.models.zoo.common import (
+    WeightAverage,
+    deterministic_algorithms,
+    mean_of,
+    out_of_budget,
+    warmup_cosine,
+)
 from maskfactory.simulators.clicker import next_click
 from maskfactory.simulators.world import min_instance_area
 
@@ -119,6 +125,7 @@ class TrainingSample:
     instances: np.ndarray  # (K, S, S) bool, K >= 1
 
 
+@deterministic_algorithms()
 def train_tiny_sam(
     config: SamConfig,
     pool: Sequence[TrainingSample],
