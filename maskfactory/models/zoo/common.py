@@ -42,7 +42,8 @@ def deterministic_algorithms() -> Iterator[None]:
     run parted in its 16th step; benchmarks/RESULTS.md, "A training run repeats under load").
     The setting makes that backward serial, in index order. Strict, not ``warn_only``: the zoo trains
     on CPU, where every op the recipes use has a deterministic form, and an op added later without one
-    should fail loudly rather than make runs quietly unrepeatable.
+    should fail loudly rather than make runs quietly unrepeatable. The setting is process-wide: other
+    threads of the process run with it while the block does (``zoo train`` runs alone in its process).
     """
     was_on = torch.are_deterministic_algorithms_enabled()
     was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
