@@ -6,7 +6,7 @@ adds follows the thread scheduling. The zoo's recipes make two kinds of it:
 
 - tiny-sam: ``features[image_index]`` gives each mask its image's features, several masks per image, so
   the repeated indices are sorted and the threads share at most the row where their halves meet;
-- tiny-clip: rows picked in no order (each token's caption targets), so the threads share rows throughout.
+- tiny-clip: some of its index ops pick rows in no order, so the threads share rows throughout.
 
 This script repeats each backward on shapes like a training step's and counts the distinct gradients (as
 bytes), with the setting off and on, optionally beside busy loops that compete for the cores as other work
