@@ -87,3 +87,25 @@ def test_zoo_train_tiny_sam_with_a_zoom_leg(tmp_path: Path) -> None:
 
     refused = run("zoo", "train", "tiny-clip", "--zoom-leg", "2", "--out", str(tmp_path / "clip.pt"))
     assert refused.returncode == 2 and "tiny-sam only" in refused.stderr
+
+
+def test_zoo_train_tiny_sam_with_the_zoom_legs_candidate_settings(tmp_path: Path) -> None:
+    """`--zoom-leg-corrections` and `--zoom-leg-ema` change the leg alone (the header records both, the
+    recipe keeps its 2 corrections); a decay outside (0, 1) is refused when the settings are made,
+    before any training, and so is a leg setting for tiny-clip, which has no leg."""
+    from maskfactory.infra.checkpoints import read_header
+
+    out = str(tmp_path / "candidate.pt")
+    args = ("--steps", "1", "--pool", "5", "--zoom-leg", "2", "--out", out)
+    done = run("zoo", "train", "tiny-sam", *args, "--zoom-leg-corrections", "3", "--zoom-leg-ema", "0.9")
+    assert done.returncode == 0, done.stderr
+    training = read_header(out)["extra"]["training"]
+    assert (training["zoom_leg"]["correction_iters"], training["zoom_leg"]["ema_decay"]) == (3, 0.9)
+    assert (training["correction_iters"], training["ema_decay"]) == (2, None)
+
+    bad = str(tmp_path / "bad.pt")
+    refused = run("zoo", "train", "tiny-sam", *args[:-1], bad, "--zoom-leg-ema", "1.5")
+    assert refused.returncode == 2 and "ema_decay must be in (0, 1), got 1.5" in refused.stdout
+    assert not Path(bad).exists()
+    no_leg = run("zoo", "train", "tiny-clip", "--zoom-leg-corrections", "4", "--out", bad)
+    assert no_leg.returncode == 2 and "need a zoom leg" in no_leg.stdout

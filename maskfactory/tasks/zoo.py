@@ -135,6 +135,8 @@ def train_zoo_model(
     log: Callable[[dict[str, Any]], None] | None = None,
     stop_after: int | None = None,
     zoom_leg: int | None = None,
+    leg_corrections: int | None = None,
+    leg_ema_decay: float | None = None,
 ) -> tuple[str, str, dict[str, Any]]:
     """Train a zoo model from scratch on the world; returns (checkpoint URI, version, summary).
 
@@ -142,7 +144,9 @@ def train_zoo_model(
     to replay a run (such as a shipped one) on a machine of another speed; the zoom leg then runs whole.
     ``zoom_leg`` (tiny-sam only): then go on for this many steps with :data:`ZOOM_LEG`'s zoom crops
     (None: ``ZOOM_LEG.steps``, the shipped run; 0: none, as run 4); the summary's ``zoom_leg`` records
-    that leg.
+    that leg. ``leg_corrections`` and ``leg_ema_decay`` replace the leg's ``correction_iters`` and
+    ``ema_decay`` (None: :data:`ZOOM_LEG`'s, the shipped run's), to train the candidate recipe of
+    benchmarks/RESULTS.md ("Corrective clicks in the zoom leg").
     """
     if name not in ZOO_MODELS:
         raise ValueError(f"unknown zoo model {name!r}; known: {', '.join(ZOO_MODELS)}")
@@ -150,6 +154,11 @@ def train_zoo_model(
         raise ValueError("a zoom leg trains tiny-sam only")
     if zoom_leg is None:
         zoom_leg = ZOOM_LEG.steps if name == "tiny-sam" else 0
+    changes = {"correction_iters": leg_corrections, "ema_decay": leg_ema_decay}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if changes and not zoom_leg:
+        raise ValueError("the zoom leg's settings need a zoom leg (tiny-sam, --zoom-leg above 0)")
+    base_leg = replace(ZOOM_LEG, **changes)  # made now, so bad settings fail before the recipe's run
     out = out or str(zoo_path(f"{name}.pt"))
     if name == "tiny-sam":
         training = TinySamTraining(seed=seed, stop_after=stop_after, **({"steps": steps} if steps else {}))
@@ -164,7 +173,7 @@ def train_zoo_model(
                 if stop_after or training.time_limit_s is None
                 else training.time_limit_s - summary["train_seconds"]
             )
-            leg = replace(ZOOM_LEG, steps=zoom_leg, seed=seed, time_limit_s=left)
+            leg = replace(base_leg, steps=zoom_leg, seed=seed, time_limit_s=left)
             leg_log = None if log is None else lambda row: log({"leg": "zoom", **row})
             model, summary["zoom_leg"] = train_tiny_sam(
                 TINY_SAM, pool, leg, log=leg_log, start=model.state_dict()
