@@ -1,9 +1,10 @@
 """How the confidence model's prior was chosen (``models/confidence.py``: PRIOR_WEIGHT and l2).
 
 For each task, the zoo agent prompts the calibration set (``maskfactory world make --n 100 --seed 2``,
-the data ``policy calibrate`` fits on); then, for each (prior weight, l2) candidate, 5-fold
-cross-validation on that set scores the gain in auto-accepted mIoU at a 20% review rate over
-accepting everything. Held-out data (seed 1) plays no part.
+the data ``policy calibrate`` fitted on when the prior was chosen; since tiny-sam run 9, which trained
+on seed 2's items, the zoo's agents are calibrated on seed 5); then, for each (prior weight, l2)
+candidate, 5-fold cross-validation on that set scores the gain in auto-accepted mIoU at a 20% review
+rate over accepting everything. Held-out data (seed 1) plays no part.
 
     python benchmarks/confidence_prior_cv.py --data '/tmp/cal-{task}' \
         --log benchmarks/logs/confidence-prior-cv.jsonl

@@ -1,7 +1,8 @@
 """Routing quality of ``label-dataset`` (issue 5): does the confidence send the bad masks to review?
 
 Per task, on a held-out world dataset (``maskfactory world make --seed 1``; the zoo agents were
-trained on seed 0 and their confidence fitted on seed 2), the pipeline's own ``AutoLabeler`` labels
+trained on seed 0 and their confidence fitted on seed 5, seed 2 before tiny-sam run 9, which trained on
+seed 2's items), the pipeline's own ``AutoLabeler`` labels
 every item; each mask is then scored against the truth. Printed per task:
 
 - the curve of auto-accepted mIoU against review rate: the lowest-confidence share r of items goes

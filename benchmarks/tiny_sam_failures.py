@@ -24,8 +24,9 @@ crop.
 (``--refine-eps``: its regulariser; ``--refine-guide-sigma``: the guide's smoothing, image px); the
 columns on the first click's three masks stay SAM's own.
 
-``--pool`` scores the first ``--n`` images per task of the zoo's own training pool instead (seed 0, as
-``maskfactory zoo train tiny-sam`` draws them): how well the model fits what it was trained on.
+``--pool`` scores the first ``--n`` images per task of the model's own training pool instead (the seed its
+header records, as ``maskfactory zoo train tiny-sam`` draws them): how well the model fits what it was
+trained on.
 
 ``--gallery PNG`` draws the objects under 2000 px that never reach 0.85, the first ``GALLERY_PER_TASK`` of
 each task (a row of pairs per task): a ``WINDOW`` px window around the object, then the same window
@@ -44,10 +45,12 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy.ndimage import binary_erosion
 
+from maskfactory.infra.checkpoints import read_header
 from maskfactory.models.interactive import SamClickSegmenter, ZoomIn
 from maskfactory.models.metrics import mask_iou
 from maskfactory.models.predictor import BatchedSamPredictor, ImageEmbeddings
 from maskfactory.models.refine import GuidedRefinement
+from maskfactory.models.zoo import zoo_path
 from maskfactory.simulators import datasets
 from maskfactory.simulators.clicker import click_session, evaluate_noc, next_click
 from maskfactory.simulators.datasets import write_dataset
@@ -133,7 +136,10 @@ def main() -> None:
     parser.add_argument("--gallery", metavar="PNG", help="draw the small objects that never reach 0.85")
     args = parser.parse_args()
     # The zoo's pool cycles through the five tasks, so its first 5n samples hold n of each.
-    pool = list(training_samples(5 * args.n, seed=0)) if args.pool else []
+    pool = []
+    if args.pool:
+        trained_on = read_header(args.sam or str(zoo_path("tiny-sam.pt")))["extra"]["training"]["seed"]
+        pool = list(training_samples(5 * args.n, seed=trained_on))
     sam, _ = tiny_sam_or_candidate(args.sam)
     predictor = BatchedSamPredictor(sam)
     segmenter = SamClickSegmenter(

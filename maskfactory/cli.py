@@ -220,13 +220,13 @@ def zoo_train(
     zoom_leg_corrections: int | None = typer.Option(
         None,
         min=0,
-        help="tiny-sam: corrective clicks per prompt set in the zoom leg (default 2, as the shipped "
-        "run; 6 is the candidate of benchmarks/RESULTS.md).",
+        help="tiny-sam: corrective clicks per prompt set in the zoom leg (default 6, as the shipped "
+        "run 9; run 5 had 2).",
     ),
     zoom_leg_ema: float | None = typer.Option(
         None,
-        help="tiny-sam: return the zoom leg's weights averaged with this decay, in (0, 1) "
-        "(default: the last step's, as the shipped run; 0.995 is the candidate).",
+        help="tiny-sam: return the zoom leg's weights averaged with this decay, in (0, 1), or 0 for "
+        "the last step's weights (default 0.995, as the shipped run 9; run 5 had 0).",
     ),
 ) -> None:
     """Train a zoo model from scratch on the synthetic world (seeded, reproducible)."""

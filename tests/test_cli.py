@@ -89,18 +89,19 @@ def test_zoo_train_tiny_sam_with_a_zoom_leg(tmp_path: Path) -> None:
     assert refused.returncode == 2 and "tiny-sam only" in refused.stderr
 
 
-def test_zoo_train_tiny_sam_with_the_zoom_legs_candidate_settings(tmp_path: Path) -> None:
+def test_zoo_train_tiny_sam_zoom_leg_settings(tmp_path: Path) -> None:
     """`--zoom-leg-corrections` and `--zoom-leg-ema` change the leg alone (the header records both, the
-    recipe keeps its 2 corrections); a decay outside (0, 1) is refused when the settings are made,
-    before any training, and so is a leg setting for tiny-clip, which has no leg."""
+    recipe keeps its 2 corrections), and a decay of 0 turns the averaging off, as in run 5's leg; a decay
+    outside [0, 1) is refused when the settings are made, before any training, and so is a leg setting
+    for tiny-clip, which has no leg."""
     from maskfactory.infra.checkpoints import read_header
 
-    out = str(tmp_path / "candidate.pt")
+    out = str(tmp_path / "run5-leg.pt")
     args = ("--steps", "1", "--pool", "5", "--zoom-leg", "2", "--out", out)
-    done = run("zoo", "train", "tiny-sam", *args, "--zoom-leg-corrections", "3", "--zoom-leg-ema", "0.9")
+    done = run("zoo", "train", "tiny-sam", *args, "--zoom-leg-corrections", "3", "--zoom-leg-ema", "0")
     assert done.returncode == 0, done.stderr
     training = read_header(out)["extra"]["training"]
-    assert (training["zoom_leg"]["correction_iters"], training["zoom_leg"]["ema_decay"]) == (3, 0.9)
+    assert (training["zoom_leg"]["correction_iters"], training["zoom_leg"]["ema_decay"]) == (3, None)
     assert (training["correction_iters"], training["ema_decay"]) == (2, None)
 
     bad = str(tmp_path / "bad.pt")

@@ -30,7 +30,7 @@ from maskfactory.models.alignsam.prompter import PromptResult
 FEATURES = ("predicted_iou", "stability", "srm_agreement", "value")
 GOOD_IOU = 0.85  # the IoU a mask must reach to count as good (the issue's target)
 # Prior weight of each standardised signal (see ConfidenceModel.fit). 1 with l2 = 1 was chosen by
-# 5-fold cross-validation on the zoo agents' calibration sets (world seed 2), scoring the gain in
+# 5-fold cross-validation on the zoo agents' calibration sets of then (world seed 2), scoring the gain in
 # auto-accepted mIoU at a 20% review rate, among weights 0, 0.5, 1, 2 and l2 1, 3
 # (benchmarks/confidence_prior_cv.py); the held-out routing figures were not used to choose.
 PRIOR_WEIGHT = 1.0

@@ -145,8 +145,8 @@ def train_zoo_model(
     ``zoom_leg`` (tiny-sam only): then go on for this many steps with :data:`ZOOM_LEG`'s zoom crops
     (None: ``ZOOM_LEG.steps``, the shipped run; 0: none, as run 4); the summary's ``zoom_leg`` records
     that leg. ``leg_corrections`` and ``leg_ema_decay`` replace the leg's ``correction_iters`` and
-    ``ema_decay`` (None: :data:`ZOOM_LEG`'s, the shipped run's), to train the candidate recipe of
-    benchmarks/RESULTS.md ("Corrective clicks in the zoom leg").
+    ``ema_decay`` (None: :data:`ZOOM_LEG`'s, the shipped run's; a decay of 0 turns the averaging off, so
+    2 and 0 give run 5's leg).
     """
     if name not in ZOO_MODELS:
         raise ValueError(f"unknown zoo model {name!r}; known: {', '.join(ZOO_MODELS)}")
@@ -156,6 +156,8 @@ def train_zoo_model(
         zoom_leg = ZOOM_LEG.steps if name == "tiny-sam" else 0
     changes = {"correction_iters": leg_corrections, "ema_decay": leg_ema_decay}
     changes = {k: v for k, v in changes.items() if v is not None}
+    if changes.get("ema_decay") == 0:
+        changes["ema_decay"] = None  # 0: no averaging, the last step's weights (run 5's leg)
     if changes and not zoom_leg:
         raise ValueError("the zoom leg's settings need a zoom leg (tiny-sam, --zoom-leg above 0)")
     base_leg = replace(ZOOM_LEG, **changes)  # made now, so bad settings fail before the recipe's run

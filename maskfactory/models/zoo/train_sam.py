@@ -25,7 +25,7 @@ must fit in 45 minutes on 2 CPU cores, so we use 2600 steps of 8 images (4 insta
 corrections. More corrections per step over fewer instances (6 per step, 6 images x 3, 1700 steps in
 the same time) did worse: the model took 1000 steps instead of 400 to start predicting anything and
 ended behind (benchmarks/RESULTS.md). In the zoom leg, on a model that already predicts, more
-corrections at the same batch do pay (``--zoom-leg-corrections``; RESULTS, "Corrective clicks in the
+corrections at the same batch do pay, so it uses 6 (``ZOOM_LEG``; RESULTS, "Corrective clicks in the
 zoom leg").
 """
 
@@ -106,9 +106,8 @@ class TinySamTraining:
     # ``WeightAverage``), which weighs about the last 1 / (1 - decay) steps. It changes nothing the run
     # computes or draws, only which weights it returns. On the zoom leg at 0.995 (about its last 200
     # steps) it saved 0.12 and 0.19 clicks of NoC@85 on two runs; 0.998, which reaches back to the leg's
-    # start, did worse than none (benchmarks/RESULTS.md, "Weight averaging in the zoom leg"). It stays
-    # off here and in ZOOM_LEG until a tiny-sam trained with it is shipped, so that `zoo train tiny-sam`
-    # keeps the settings of the shipped run.
+    # start, did worse than none (benchmarks/RESULTS.md, "Weight averaging in the zoom leg"). Off in the
+    # recipe, on in ZOOM_LEG (since the shipped run 9).
     ema_decay: float | None = None
 
     def __post_init__(self) -> None:
@@ -119,17 +118,18 @@ class TinySamTraining:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
 
 
-# The zoom leg, which `maskfactory zoo train tiny-sam` runs after the recipe above (the shipped model
-# since 2026-12-05; `--zoom-leg 0` leaves it out): more steps on the trained model with half of each
-# step's images zoom crops, from a fresh AdamW warmed up again to a quarter of the peak rate. These are
-# the settings of the probe legs in benchmarks/RESULTS.md ("Zoom crops in training"): half the images
-# cropped from the first step took two clicks more without Zoom-In, so the crops come after the model
-# has learned whole images. The candidate for the next shipped run changes the leg alone: 6 corrections
-# instead of 2 (the clicks NoC counts come late in a session, and the recipe trains on three prompts)
-# and the weights averaged at 0.995; `zoo train tiny-sam --zoom-leg-corrections 6 --zoom-leg-ema 0.995`
-# trains it (benchmarks/RESULTS.md, "Corrective clicks in the zoom leg"). It waits, as the averaging did,
-# for a shipped retrain with its AlignSAM agents.
-ZOOM_LEG = TinySamTraining(steps=600, lr=2e-4, warmup_steps=20, zoom_crop_prob=0.5)
+# The zoom leg, which `maskfactory zoo train tiny-sam` runs after the recipe above (`--zoom-leg 0` leaves
+# it out): more steps on the trained model with half of each step's images zoom crops, from a fresh AdamW
+# warmed up again to a quarter of the peak rate. These are the settings of the probe legs in
+# benchmarks/RESULTS.md ("Zoom crops in training"): half the images cropped from the first step took two
+# clicks more without Zoom-In, so the crops come after the model has learned whole images. The leg trains
+# each prompt set with 6 corrective clicks, where the recipe has 2 (the clicks NoC counts come late in a
+# session, and the recipe trains on three prompts), and returns its weights averaged at 0.995: on two
+# fresh runs that took 0.32 and 0.23 clicks fewer than 2 corrections (RESULTS, "Corrective clicks in the
+# zoom leg"). These are the settings of the shipped run 9 (2026-12-06; run 5 before it had 2 and none).
+ZOOM_LEG = TinySamTraining(
+    steps=600, lr=2e-4, warmup_steps=20, zoom_crop_prob=0.5, correction_iters=6, ema_decay=0.995
+)
 
 
 @dataclass
