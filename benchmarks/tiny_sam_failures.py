@@ -26,7 +26,8 @@ columns on the first click's three masks stay SAM's own.
 
 ``--pool`` scores the first ``--n`` images per task of the model's own training pool instead (the seed its
 header records, as ``maskfactory zoo train tiny-sam`` draws them): how well the model fits what it was
-trained on.
+trained on. A checkpoint of ``tiny_sam_stem.py`` trained with another ``--seed`` records that seed, but its
+pool is seed 0's, so ``--pool`` is only right for those made with the default seed.
 
 ``--gallery PNG`` draws the objects under 2000 px that never reach 0.85, the first ``GALLERY_PER_TASK`` of
 each task (a row of pairs per task): a ``WINDOW`` px window around the object, then the same window
